@@ -1,0 +1,1 @@
+"""fedkd ClientApp: local training, prediction, privatize, encode."""

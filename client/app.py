@@ -1,0 +1,142 @@
+"""The fedkd ClientApp (Flower Message API).
+
+Handlers stay thin: unpack the message, call :func:`fedkd.local.local_round`, encode the
+predictions, reply. Only encoded predictions and metrics leave the client.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from fedkd.compress import get_codec
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Error,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
+from flwr.clientapp import ClientApp
+
+from fedkd import protocol as P
+from fedkd.clientdata import ClientData, client_data
+from fedkd.clientstate import ClientState, StateDir
+from fedkd.config import Config, ConfigError, from_dict
+from fedkd.data import DataError
+from fedkd.local import RoundTask, local_round
+from fedkd.models import ModelError
+
+logger = logging.getLogger(__name__)
+
+app = ClientApp()
+
+_STATE_KEY = "fedkd-client"
+USER_ERROR = 100  # Error code of replies caused by a node's data or config, not a crash
+
+
+def codec_for(cfg: Config):
+    """The uplink codec: PATE always sends one-hot votes."""
+    if "pate" in cfg.privacy.mechanisms:
+        return get_codec("onebit")
+    if cfg.distill.codec == "topk":
+        return get_codec("topk", k=cfg.distill.topk)
+    return get_codec(cfg.distill.codec)
+
+
+def _client_id(context: Context) -> int:
+    node_config = context.node_config
+    for key in ("partition-id", "client-id"):
+        if key in node_config:
+            return int(node_config[key])
+    return int(context.node_id)
+
+
+def _data(cfg: Config, context: Context) -> tuple[int, ClientData]:
+    cid = _client_id(context)
+    if "data-path" in context.node_config:
+        from fedkd.data.device import device_data  # deployment: the device's own files
+
+        return cid, device_data(cfg, context.node_config)
+    return cid, client_data(cfg.data, cfg.seed, cfg.clients.num_clients, cid)
+
+
+def _state_dir(msg_config: ConfigRecord, context: Context, cid: int) -> StateDir | None:
+    root = context.node_config.get("state-dir") or msg_config.get(P.STATE_DIR)
+    return StateDir(Path(str(root)) / f"client-{cid}") if root else None
+
+
+def _restore(context: Context, store: StateDir | None, server_round: int) -> ClientState | None:
+    if _STATE_KEY in context.state:
+        state = ClientState.from_bytes(context.state[_STATE_KEY]["blob"])
+        if state.round < server_round:
+            return state
+    return store.load_before(server_round) if store is not None else None
+
+
+def _task(msg: Message) -> RoundTask:
+    content = msg.content
+    teacher_idx = teacher_probs = None
+    if P.TEACHER in content:
+        teacher_idx = content[P.TEACHER]["idx"].numpy().astype(np.int64)
+        teacher_probs = content[P.TEACHER]["probs"].numpy().astype(np.float32)
+    return RoundTask(
+        server_round=int(content[P.CONFIG][P.ROUND]),
+        proxy_idx=content[P.PROXY]["idx"].numpy().astype(np.int64),
+        teacher_idx=teacher_idx,
+        teacher_probs=teacher_probs,
+    )
+
+
+def _user_error(msg: Message, context: Context, err: Exception) -> Message:
+    reason = f"node {_client_id(context)}: {err}"
+    logger.error(reason)
+    return Message(Error(code=USER_ERROR, reason=reason), reply_to=msg)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """One fedkd round on this client."""
+    torch.set_num_threads(1)
+    try:
+        cfg = from_dict(json.loads(str(msg.content[P.CONFIG][P.RUN_CONFIG])))
+        cid, data = _data(cfg, context)
+        task = _task(msg)
+        store = _state_dir(msg.content[P.CONFIG], context, cid)
+        result = local_round(cfg, data, cid, task, _restore(context, store, task.server_round))
+    except (ConfigError, DataError, ModelError) as err:
+        return _user_error(msg, context, err)
+    blob = result.state.to_bytes()
+    context.state[_STATE_KEY] = ConfigRecord({"blob": blob})
+    if store is not None:
+        store.save(result.state)
+    encoded = codec_for(cfg).encode(result.probs)
+    metrics = {P.CLIENT_ID: cid, **result.metrics}
+    return Message(
+        RecordDict(
+            {
+                P.PREDICTIONS: ArrayRecord({k: Array(v) for k, v in encoded.items()}),
+                P.METRICS: MetricRecord(metrics),
+            }
+        ),
+        reply_to=msg,
+    )
+
+
+@app.query("info")
+def info(msg: Message, context: Context) -> Message:
+    """Handshake: the client's stable id and data size (no data, no predictions)."""
+    torch.set_num_threads(1)
+    try:
+        cfg = from_dict(json.loads(str(msg.content[P.CONFIG][P.RUN_CONFIG])))
+        cid, data = _data(cfg, context)
+    except (ConfigError, DataError, ModelError) as err:
+        return _user_error(msg, context, err)
+    metrics = {P.CLIENT_ID: cid, P.NUM_EXAMPLES: len(data.y_private)}
+    return Message(RecordDict({P.METRICS: MetricRecord(metrics)}), reply_to=msg)

@@ -1,0 +1,356 @@
+"""Typed, frozen run configuration: YAML loading, ``--set`` overrides, validation.
+
+Every user mistake becomes a :class:`ConfigError` whose message names the key, so the
+command line can print one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration problem a user can fix; the message names the key or file."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data comes from and how it is split."""
+
+    source: str = "digits"  # digits | idx:DIR | npz:PATH | hub:NAME
+    proxy_source: str | None = None  # public proxy from another source (unlabeled)
+    test_fraction: float = 0.2  # used only when the source has no test split
+    proxy_fraction: float = 0.3  # held out of the training split as the public proxy
+    proxy_size: int | None = None  # cap on the proxy set
+    partition: str = "dirichlet"  # iid | dirichlet | pathological | shards
+    alpha: float = 0.5
+    classes_per_client: int = 2
+    shards_per_client: int = 2
+
+
+@dataclass(frozen=True)
+class ClientsConfig:
+    """Population, sampling and local training."""
+
+    num_clients: int = 10
+    sampling: str = "all"  # all | poisson | fixed
+    sample_rate: float = 1.0  # Poisson rate q (sampling: poisson)
+    sample_size: int = 0  # clients per round (sampling: fixed)
+    models: tuple[str, ...] = ("mlp",)  # client i gets models[i % len(models)]
+    local_epochs: int = 2
+    digest_epochs: int = 1
+    lr: float = 0.05
+    batch_size: int = 32
+    min_replies: int = 1  # fewer valid replies than this skips the round
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Teacher aggregation, codec and server-side distillation of the student."""
+
+    student: str = "mlp"
+    proxy_per_round: int = 0  # 0: the whole proxy set every round
+    temperature: float = 1.0
+    epochs: int = 10
+    lr: float = 0.05
+    batch_size: int = 32
+    aggregation: str = "mean_probs"
+    aggregation_params: dict[str, float] = field(default_factory=dict)
+    codec: str = "fp32"  # fp32 | fp16 | int8 | onebit | topk
+    topk: int = 2
+
+
+@dataclass(frozen=True)
+class DPSGDConfig:
+    """Example-level DP-SGD inside each client (Opacus)."""
+
+    noise_multiplier: float | None = None
+    target_epsilon: float | None = None  # calibrates the noise once for the whole run
+    max_grad_norm: float = 1.0
+    accountant: str = "prv"  # prv | rdp
+
+
+@dataclass(frozen=True)
+class GaussianConfig:
+    """Client-level central Gaussian mechanism on prediction matrices."""
+
+    noise_multiplier: float = 1.0
+    clip_norm: float = 1.0
+
+
+@dataclass(frozen=True)
+class PateConfig:
+    """Client-level PATE votes, GNMax / Confident-GNMax."""
+
+    sigma: float = 1.0  # GNMax noise (sigma2 in Confident-GNMax)
+    threshold: float | None = None  # Confident-GNMax threshold T; None: plain GNMax
+    sigma_threshold: float = 1.0  # sigma1
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """Which mechanisms run, their parameters, and the budget."""
+
+    mechanisms: tuple[str, ...] = ()  # any of dpsgd, gaussian, pate (gaussian xor pate)
+    delta: float = 1e-5  # example-level delta
+    client_delta: float | None = None  # client-level delta; default 1 / (2 * num_clients)
+    max_epsilon: float | None = None
+    dpsgd: DPSGDConfig = field(default_factory=DPSGDConfig)
+    gaussian: GaussianConfig = field(default_factory=GaussianConfig)
+    pate: PateConfig = field(default_factory=PateConfig)
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """How the simulation runs."""
+
+    backend: str = "ray"  # ray (Flower's simulation runtime) | inprocess
+    cpus_per_client: int = 1
+    total_cpus: int = 2
+    round_timeout: float = 600.0
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole fedkd run."""
+
+    seed: int = 42
+    rounds: int = 20
+    data: DataConfig = field(default_factory=DataConfig)
+    clients: ClientsConfig = field(default_factory=ClientsConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+
+# --------------------------------------------------------------------------- building
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against annotation ``tp``; return it converted where lossless."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if errors else f"config key '{key}' may not be null")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
+        return _build(tp, value, key + ".")
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
+        (item_tp, _) = typing.get_args(tp)
+        return tuple(_coerce(v, item_tp, key) for v in value)
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
+        _, val_tp = typing.get_args(tp)
+        return {str(k): _coerce(v, val_tp, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key '{key}' must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"config key '{key}' has unsupported type {_type_name(tp)}")
+
+
+def _build(cls: type, raw: Mapping[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in names:
+            raise ConfigError(
+                f"unknown config key '{prefix}{key}' (known: {', '.join(sorted(names))})"
+            )
+        kwargs[key] = _coerce(value, hints[key], prefix + key)
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """Plain nested dict (lists for tuples), suitable for YAML or JSON."""
+
+    def plain(obj: Any) -> Any:
+        if dataclasses.is_dataclass(obj):
+            return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        if isinstance(obj, tuple | list):
+            return [plain(v) for v in obj]
+        if isinstance(obj, dict):
+            return {k: plain(v) for k, v in obj.items()}
+        return obj
+
+    return plain(cfg)
+
+
+def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Turn ``["a.b=1", "c=x"]`` into a nested dict; values are parsed as YAML scalars."""
+    nested: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got '{item}'")
+        key, text = item.split("=", 1)
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {key}: cannot parse value '{text}'") from err
+        node = nested
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: '{part}' is not a section")
+        node[parts[-1]] = value
+    return nested
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+def from_dict(raw: Mapping[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Build and validate a :class:`Config` from a nested mapping plus ``--set`` items."""
+    merged = _merge(dict(raw or {}), parse_overrides(overrides))
+    cfg = _build(Config, merged)
+    validate(cfg)
+    return cfg
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load a YAML config file, apply overrides, validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        line = getattr(getattr(err, "problem_mark", None), "line", None)
+        where = f" (line {line + 1})" if line is not None else ""
+        raise ConfigError(f"config file {path} is not valid YAML{where}") from err
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return from_dict(raw, overrides)
+
+
+# --------------------------------------------------------------------------- validation
+
+_MECHANISMS = ("dpsgd", "gaussian", "pate")
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def validate(cfg: Config) -> None:
+    """Reject impossible values with a message naming the key."""
+    _require(cfg.rounds >= 1, f"rounds must be >= 1, got {cfg.rounds}")
+    d, c, k, p, r = cfg.data, cfg.clients, cfg.distill, cfg.privacy, cfg.runtime
+    _require(
+        0 < d.test_fraction < 1, f"data.test_fraction must be in (0, 1), got {d.test_fraction}"
+    )
+    _require(
+        0 < d.proxy_fraction < 1, f"data.proxy_fraction must be in (0, 1), got {d.proxy_fraction}"
+    )
+    _require(d.alpha > 0, f"data.alpha must be > 0, got {d.alpha}")
+    _require(
+        d.partition in ("iid", "dirichlet", "pathological", "shards"),
+        f"data.partition must be iid, dirichlet, pathological or shards, got '{d.partition}'",
+    )
+    _require(c.num_clients >= 1, f"clients.num_clients must be >= 1, got {c.num_clients}")
+    _require(
+        c.sampling in ("all", "poisson", "fixed"),
+        f"clients.sampling must be all, poisson or fixed, got '{c.sampling}'",
+    )
+    _require(0 < c.sample_rate <= 1, f"clients.sample_rate must be in (0, 1], got {c.sample_rate}")
+    if c.sampling == "fixed":
+        _require(
+            1 <= c.sample_size <= c.num_clients,
+            f"clients.sample_size must be in [1, num_clients], got {c.sample_size}",
+        )
+    _require(len(c.models) >= 1, "clients.models must name at least one model")
+    _require(c.local_epochs >= 0, f"clients.local_epochs must be >= 0, got {c.local_epochs}")
+    _require(c.digest_epochs >= 0, f"clients.digest_epochs must be >= 0, got {c.digest_epochs}")
+    _require(c.lr > 0, f"clients.lr must be > 0, got {c.lr}")
+    _require(c.batch_size >= 1, f"clients.batch_size must be >= 1, got {c.batch_size}")
+    _require(c.min_replies >= 1, f"clients.min_replies must be >= 1, got {c.min_replies}")
+    _require(k.temperature > 0, f"distill.temperature must be > 0, got {k.temperature}")
+    _require(k.epochs >= 0, f"distill.epochs must be >= 0, got {k.epochs}")
+    _require(k.lr > 0, f"distill.lr must be > 0, got {k.lr}")
+    _require(
+        k.proxy_per_round >= 0, f"distill.proxy_per_round must be >= 0, got {k.proxy_per_round}"
+    )
+    for name in p.mechanisms:
+        _require(
+            name in _MECHANISMS,
+            f"privacy.mechanisms: unknown mechanism '{name}' (choose from dpsgd, gaussian, pate)",
+        )
+    _require(
+        not ("gaussian" in p.mechanisms and "pate" in p.mechanisms),
+        "privacy.mechanisms: gaussian and pate are alternatives, pick one",
+    )
+    _require(0 < p.delta < 1, f"privacy.delta must be in (0, 1), got {p.delta}")
+    if p.max_epsilon is not None:
+        _require(p.max_epsilon > 0, f"privacy.max_epsilon must be > 0, got {p.max_epsilon}")
+    if "dpsgd" in p.mechanisms:
+        s = p.dpsgd
+        _require(
+            (s.noise_multiplier is None) != (s.target_epsilon is None),
+            "privacy.dpsgd: set exactly one of noise_multiplier and target_epsilon",
+        )
+        _require(
+            s.accountant in ("prv", "rdp"),
+            f"privacy.dpsgd.accountant must be prv or rdp (never gdp), got '{s.accountant}'",
+        )
+        _require(s.max_grad_norm > 0, "privacy.dpsgd.max_grad_norm must be > 0")
+    if "gaussian" in p.mechanisms:
+        _require(p.gaussian.clip_norm > 0, "privacy.gaussian.clip_norm must be > 0")
+        _require(p.gaussian.noise_multiplier > 0, "privacy.gaussian.noise_multiplier must be > 0")
+        _require(
+            c.sampling in ("all", "poisson"),
+            "privacy.gaussian needs clients.sampling all or poisson (what the accountant assumes)",
+        )
+    if "pate" in p.mechanisms:
+        _require(p.pate.sigma > 0, "privacy.pate.sigma must be > 0")
+    _require(r.backend in ("ray", "inprocess"), "runtime.backend must be ray or inprocess")
+    _require(r.cpus_per_client >= 1, "runtime.cpus_per_client must be >= 1")

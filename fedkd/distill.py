@@ -1,0 +1,119 @@
+"""Knowledge-distillation loss and the local loops: train, digest (distill), predict."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import nn
+
+
+def soften(probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Teacher probabilities at temperature ``T``: ``p^(1/T) / sum p^(1/T)``.
+
+    Equal to ``softmax(z / T)`` when ``probs = softmax(z)``, so aggregated probabilities can
+    be softened without the clients' logits.
+    """
+    if temperature == 1.0:
+        return probs
+    logp = torch.log(probs.clamp_min(1e-12)) / temperature  # (B, C)
+    return torch.softmax(logp, dim=1)
+
+
+def kd_loss(
+    student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Hinton et al. (2015) distillation loss.
+
+    ``KL(teacher_T || softmax(student / T))`` averaged over the batch (``batchmean``, the
+    true KL per example) and scaled by ``T**2`` so gradient magnitudes do not shrink as
+    ``T`` grows.
+    """
+    log_student = F.log_softmax(student_logits / temperature, dim=1)  # (B, C)
+    target = soften(teacher_probs, temperature)  # (B, C)
+    return F.kl_div(log_student, target, reduction="batchmean") * temperature**2
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    perm = torch.randperm(n, generator=generator)
+    return [perm[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def train_supervised(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: int,
+    batch_size: int,
+    generator: torch.Generator,
+) -> float:
+    """Cross-entropy training on labelled data; returns the mean loss (0.0 if no step)."""
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    model.train()
+    total, count = 0.0, 0
+    for _ in range(epochs):
+        for idx in _batches(len(xt), batch_size, generator):
+            loss = F.cross_entropy(model(xt[idx]), yt[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total, count = total + loss.item() * len(idx), count + len(idx)
+    return total / count if count else 0.0
+
+
+def train_distill(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: np.ndarray,
+    teacher_probs: np.ndarray,
+    *,
+    epochs: int,
+    batch_size: int,
+    temperature: float,
+    generator: torch.Generator,
+) -> float:
+    """Distil ``teacher_probs`` (N, C) into ``model`` on inputs ``x``; returns the mean loss."""
+    xt = torch.from_numpy(x)
+    pt = torch.from_numpy(np.asarray(teacher_probs, dtype=np.float32))
+    model.train()
+    total, count = 0.0, 0
+    for _ in range(epochs):
+        for idx in _batches(len(xt), batch_size, generator):
+            loss = kd_loss(model(xt[idx]), pt[idx], temperature)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total, count = total + loss.item() * len(idx), count + len(idx)
+    return total / count if count else 0.0
+
+
+@torch.no_grad()
+def predict_probs(model: nn.Module, x: np.ndarray, batch_size: int = 2048) -> np.ndarray:
+    """Softmax outputs (N, C) as float32."""
+    model.eval()
+    xt = torch.from_numpy(x)
+    outs = [torch.softmax(model(xt[i : i + batch_size]), 1) for i in range(0, len(xt), batch_size)]
+    return torch.cat(outs).numpy().astype(np.float32) if outs else np.zeros((0, 0), np.float32)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 2048
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy on labelled data."""
+    model.eval()
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    loss, correct = 0.0, 0
+    for i in range(0, len(xt), batch_size):
+        out = model(xt[i : i + batch_size])
+        loss += F.cross_entropy(out, yt[i : i + batch_size], reduction="sum").item()
+        correct += int((out.argmax(1) == yt[i : i + batch_size]).sum())
+    n = max(len(xt), 1)
+    return loss / n, correct / n
+
+
+def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    """The optimizer every fedkd loop uses: SGD with momentum 0.9."""
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)

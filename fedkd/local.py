@@ -1,0 +1,133 @@
+"""One client round: digest the previous teacher, revisit private data, predict the proxy.
+
+Pure with respect to Flower: takes arrays and state, returns arrays and state. The
+ClientApp handler in ``client/`` only unpacks the message and packs the reply.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fedkd.clientdata import ClientData
+from fedkd.clientstate import ClientState
+from fedkd.config import Config
+from fedkd.distill import evaluate, make_optimizer, predict_probs, train_distill, train_supervised
+from fedkd.models import build_model
+from fedkd.protocol import derive_seed
+
+logger = logging.getLogger(__name__)
+
+_INIT, _DIGEST, _REVISIT = 1, 2, 3
+
+
+@dataclass(frozen=True)
+class RoundTask:
+    """What the server asks of a client in one round."""
+
+    server_round: int
+    proxy_idx: np.ndarray  # (M,) rows of the public proxy set to predict
+    teacher_idx: np.ndarray | None = None  # (M',) rows the previous teacher labelled
+    teacher_probs: np.ndarray | None = None  # (M', C) previous teacher labels
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """What a client computed in one round."""
+
+    probs: np.ndarray  # (M, C) soft predictions on task.proxy_idx
+    metrics: dict[str, float]
+    state: ClientState
+
+
+def client_model_name(cfg: Config, client_id: int) -> str:
+    """Architecture of client ``client_id``: ``clients.models`` is cycled over clients."""
+    return cfg.clients.models[client_id % len(cfg.clients.models)]
+
+
+def local_round(
+    cfg: Config,
+    data: ClientData,
+    client_id: int,
+    task: RoundTask,
+    state: ClientState | None,
+) -> RoundResult:
+    """Run digest -> revisit -> predict for one client and return predictions and state.
+
+    Parameters
+    ----------
+    cfg : Config
+        The run configuration (sent by the server).
+    data : ClientData
+        The client's private data and the public proxy inputs.
+    client_id : int
+        Stable id of the client (its partition id in simulation).
+    task : RoundTask
+        The round, the proxy rows to predict and the previous teacher labels.
+    state : ClientState or None
+        State from the client's last round, or None on its first round.
+    """
+    name = client_model_name(cfg, client_id)
+    model = build_model(
+        name, data.input_shape, data.num_classes, seed=derive_seed(cfg.seed, client_id, _INIT)
+    )
+    optimizer = make_optimizer(model, cfg.clients.lr)
+    if state is not None:
+        model.load_state_dict(state.model)
+        if state.optimizer is not None:
+            optimizer.load_state_dict(state.optimizer)
+    seed = (cfg.seed, task.server_round, client_id)
+
+    digest_loss = 0.0
+    if task.teacher_idx is not None and cfg.clients.digest_epochs > 0:
+        # Digest: distil the previous teacher on public data. No private data, no cost.
+        digest_loss = train_distill(
+            model,
+            optimizer,
+            data.x_proxy[task.teacher_idx],
+            task.teacher_probs,
+            epochs=cfg.clients.digest_epochs,
+            batch_size=cfg.clients.batch_size,
+            temperature=cfg.distill.temperature,
+            generator=torch.Generator().manual_seed(derive_seed(*seed, _DIGEST)),
+        )
+
+    dpsgd_state = state.dpsgd if state is not None else None
+    revisit_gen = torch.Generator().manual_seed(derive_seed(*seed, _REVISIT))
+    extra: dict[str, float] = {}
+    if "dpsgd" in cfg.privacy.mechanisms:
+        from fedkd.privacy.client import private_revisit  # Opacus only when asked for
+
+        train_loss, dpsgd_state, extra = private_revisit(
+            cfg, model, data, client_id, task.server_round, dpsgd_state, revisit_gen
+        )
+    else:
+        train_loss = train_supervised(
+            model,
+            optimizer,
+            data.x_private,
+            data.y_private,
+            epochs=cfg.clients.local_epochs,
+            batch_size=cfg.clients.batch_size,
+            generator=revisit_gen,
+        )
+
+    probs = predict_probs(model, data.x_proxy[task.proxy_idx])  # (M, C)
+    _, local_acc = evaluate(model, data.x_private, data.y_private)
+    metrics = {
+        "num-examples": float(len(data.y_private)),
+        "train-loss": float(train_loss),
+        "digest-loss": float(digest_loss),
+        "local-accuracy": float(local_acc),
+        **extra,
+    }
+    new_state = ClientState(
+        round=task.server_round,
+        model={k: v.detach().clone() for k, v in model.state_dict().items()},
+        optimizer=optimizer.state_dict(),
+        dpsgd=dpsgd_state,
+    )
+    return RoundResult(probs=probs, metrics=metrics, state=new_state)

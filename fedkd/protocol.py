@@ -1,0 +1,84 @@
+"""The fedkd message layout, shared by the ServerApp and the ClientApp.
+
+Server -> client (``train``): ConfigRecord ``config`` (round, the resolved run config as
+JSON, optional simulation state dir) and ArrayRecord ``proxy`` (``idx``: this round's
+proxy rows), plus ArrayRecord ``teacher`` (``idx``, ``probs``: the previous round's teacher
+labels, for the digest step) from round 2 on.
+
+Client -> server: ArrayRecord ``predictions`` (the codec's arrays, nothing else) and
+MetricRecord ``metrics``. Weights, gradients and examples never travel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+# Message types
+TRAIN = "train"
+INFO = "query.info"
+
+# Record keys
+CONFIG = "config"
+PROXY = "proxy"
+TEACHER = "teacher"
+PREDICTIONS = "predictions"
+METRICS = "metrics"
+
+# ConfigRecord keys
+ROUND = "server-round"
+RUN_CONFIG = "fedkd-config"
+STATE_DIR = "client-state-dir"
+
+# MetricRecord keys every reply carries
+CLIENT_ID = "client-id"
+NUM_EXAMPLES = "num-examples"
+
+
+def record_dict_bytes(records: Iterable[object]) -> int:
+    """Bytes of the records of a message content, as Flower serialises them.
+
+    Each Flower record knows its own serialised size (``count_bytes``); a RecordDict does
+    not, so the content's records are summed.
+    """
+    return int(sum(rec.count_bytes() for rec in records))  # type: ignore[attr-defined]
+
+
+def proxy_subset(num_proxy: int, per_round: int, seed: int, server_round: int) -> np.ndarray:
+    """The round's public proxy rows, sorted int32 indices; seeded by (seed, round).
+
+    ``per_round`` of 0 (or at least ``num_proxy``) selects the whole proxy set.
+    """
+    if per_round <= 0 or per_round >= num_proxy:
+        return np.arange(num_proxy, dtype=np.int32)
+    rng = np.random.default_rng([seed, server_round, 0x50])
+    return np.sort(rng.choice(num_proxy, size=per_round, replace=False)).astype(np.int32)
+
+
+def sample_clients(
+    client_ids: list[int], scheme: str, *, rate: float, size: int, seed: int, server_round: int
+) -> list[int]:
+    """Clients taking part in a round.
+
+    ``all`` takes everyone; ``poisson`` includes each client independently with
+    probability ``rate`` (the sampling the privacy accountant is told about, so an empty
+    round is possible and is a valid outcome); ``fixed`` draws ``size`` without
+    replacement. Seeded by (seed, round) over the sorted client ids, so a run is
+    reproducible whatever node ids the runtime hands out.
+    """
+    ids = sorted(client_ids)
+    rng = np.random.default_rng([seed, server_round, 0x5A])
+    if scheme == "all":
+        return ids
+    if scheme == "poisson":
+        return [cid for cid, keep in zip(ids, rng.random(len(ids)) < rate, strict=True) if keep]
+    if scheme == "fixed":
+        chosen = rng.choice(len(ids), size=min(size, len(ids)), replace=False)
+        return sorted(ids[i] for i in chosen)
+    raise ValueError(f"unknown sampling scheme '{scheme}'")
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed derived from integers (run seed, round, client, purpose)."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(2, np.uint64)[0] >> np.uint64(1))

@@ -1,0 +1,64 @@
+"""The global student: distilled on the server from the teacher cache, evaluated on test."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from fedkd.config import Config
+from fedkd.distill import evaluate, make_optimizer, train_distill
+from fedkd.models import build_model
+from fedkd.protocol import derive_seed
+from fedkd.teacher import TeacherCache
+
+_STUDENT_INIT, _STUDENT_DISTILL = 11, 12
+
+
+class Student:
+    """The student model and its optimizer; its state is part of the server checkpoint."""
+
+    def __init__(self, cfg: Config, input_shape: tuple[int, ...], num_classes: int) -> None:
+        self.cfg = cfg
+        self.meta = {
+            "model": cfg.distill.student,
+            "input_shape": list(input_shape),
+            "num_classes": num_classes,
+        }
+        self.model = build_model(
+            cfg.distill.student, input_shape, num_classes, seed=derive_seed(cfg.seed, _STUDENT_INIT)
+        )
+        self.optimizer = make_optimizer(self.model, cfg.distill.lr)
+
+    def distill(self, x_proxy: np.ndarray, cache: TeacherCache, server_round: int) -> float:
+        """Distil every labelled proxy row into the student; returns the mean KD loss."""
+        rows = cache.rows()
+        if len(rows) == 0 or self.cfg.distill.epochs == 0:
+            return 0.0
+        gen = torch.Generator().manual_seed(
+            derive_seed(self.cfg.seed, server_round, _STUDENT_DISTILL)
+        )
+        return train_distill(
+            self.model,
+            self.optimizer,
+            x_proxy[rows],
+            cache.probs[rows],
+            epochs=self.cfg.distill.epochs,
+            batch_size=self.cfg.distill.batch_size,
+            temperature=self.cfg.distill.temperature,
+            generator=gen,
+        )
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        """Test loss and accuracy."""
+        return evaluate(self.model, x, y)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Model and optimizer state."""
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])

@@ -1,0 +1,1 @@
+"""fedkd ServerApp: the distillation strategy, checkpoints, metrics."""

@@ -1,0 +1,113 @@
+"""Drive a whole fedkd run on any Flower ``Grid``: resume, rounds, checkpoints, results."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord
+from flwr.serverapp import Grid
+
+from fedkd.clientdata import splits_for
+from fedkd.config import Config
+from fedkd.mechanisms import BudgetReached, CentralMechanism
+from fedkd.plots import plot_run
+from fedkd.rundir import RunDir
+from fedkd.student import Student
+from fedkd.teacher import TeacherCache
+from server.strategy import DistillStrategy
+
+logger = logging.getLogger(__name__)
+
+
+def serve(grid: Grid, cfg: Config, run: RunDir, *, state_dir: str | None = None) -> dict[str, Any]:
+    """Run (or resume) the rounds of ``cfg`` on ``grid``, writing results into ``run``.
+
+    The run directory's checkpoint decides where to start: a run with a checkpoint at
+    round r continues with round r + 1. Returns the summary also written to ``DONE``.
+    """
+    splits = splits_for(cfg.data, cfg.seed)
+    student = Student(cfg, tuple(splits.input_shape), int(splits.num_classes))
+    cache = TeacherCache.empty(len(splits.x_proxy), int(splits.num_classes))
+    mechanism = CentralMechanism(cfg, num_examples=len(splits.y_private))
+    rows: list[dict[str, Any]] = []
+    teacher = ArrayRecord()
+    done = 0
+    ckpt = run.load_checkpoint()
+    if ckpt is not None:
+        done = int(ckpt["round"])
+        student.load_state_dict(ckpt["student"])
+        cache.probs[:], cache.labelled[:] = ckpt["cache_probs"], ckpt["cache_labelled"]
+        mechanism.load_state_dict(ckpt["mechanism"])
+        rows = list(ckpt["rows"])
+        teacher = ckpt["teacher"]
+        logger.info("resuming %s after round %d", run.path, done)
+
+    t_start = time.monotonic()
+
+    def on_round(row: dict[str, Any]) -> None:
+        rows.append(row)
+        run.write_metrics(rows, {"ledger": mechanism.ledger_dict()})
+        run.write_student(student.model.state_dict(), student.meta)
+        mechanism.save_ledger(run.path)
+        run.save_checkpoint(
+            {
+                "round": row["round"],
+                "student": student.state_dict(),
+                "cache_probs": cache.probs.copy(),
+                "cache_labelled": cache.labelled.copy(),
+                "mechanism": mechanism.state_dict(),
+                "rows": rows,
+                "teacher": strategy.last_teacher,
+            }
+        )
+        logger.info(
+            "round %d/%d  student acc %.4f  teacher acc %.4f  up %d B  down %d B  clients %d  %.1fs%s",
+            row["round"],
+            cfg.rounds,
+            row["student_accuracy"],
+            row["teacher_accuracy"],
+            row["bytes_up"],
+            row["bytes_down"],
+            row["clients"],
+            row["seconds"],
+            mechanism.describe(row),
+        )
+
+    strategy = DistillStrategy(
+        cfg, splits, mechanism, student, cache, on_round, first_round=done, state_dir=state_dir
+    )
+    strategy.last_teacher = teacher
+    stopped = None
+    if done < cfg.rounds:
+        try:
+            strategy.start(
+                grid,
+                teacher,
+                num_rounds=cfg.rounds - done,
+                timeout=cfg.runtime.round_timeout,
+                evaluate_fn=strategy.evaluate,
+            )
+        except BudgetReached as stop:
+            stopped = str(stop)
+            logger.warning("%s", stop)
+    final = rows[-1] if rows else {}
+    summary = {
+        "rounds_completed": int(final.get("round", 0)),
+        "student_accuracy": final.get("student_accuracy", float("nan")),
+        "stopped": stopped,
+        "seconds": round(time.monotonic() - t_start, 2),
+        **mechanism.epsilons(),
+    }
+    if rows:
+        plot_run(rows, run.path / "metrics.png")
+    run.mark_done(summary)
+    return summary
+
+
+def mean_bytes_up_per_client(rows: list[dict[str, Any]]) -> float:
+    """Average uplink bytes per client-round over a run."""
+    ups = [v for row in rows for v in row.get("bytes_up_per_client", {}).values()]
+    return float(np.mean(ups)) if ups else 0.0

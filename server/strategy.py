@@ -1,0 +1,253 @@
+"""The federated-distillation strategy: Flower's round loop, soft labels instead of weights.
+
+``DistillStrategy`` implements Flower's four strategy methods and reuses
+``Strategy.start``. The ``arrays`` it passes from round to round are the teacher's soft
+labels on the round's proxy rows (``idx``, ``probs``), never model weights. The math lives
+in ``fedkd``; this file only moves records.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from client.app import codec_for
+from fedkd import protocol as P
+from fedkd.config import Config, to_dict
+from fedkd.mechanisms import BudgetReached, CentralMechanism
+from fedkd.student import Student
+from fedkd.teacher import ReplyError, TeacherCache, accuracy, decode_reply
+
+logger = logging.getLogger(__name__)
+
+
+class DistillStrategy(Strategy):
+    """Ensemble-teacher distillation over Flower (see module docstring).
+
+    Parameters
+    ----------
+    cfg : Config
+        The run configuration.
+    splits : Splits
+        Server view of the data: proxy inputs (labels only for teacher accuracy) and test.
+    mechanism : CentralMechanism
+        Aggregation plus the client-level privacy mechanism and its ledger.
+    on_round : callable
+        ``on_round(row)`` after each aggregated round (metrics, checkpoint, progress).
+    first_round : int
+        Rounds already done (resume); Flower's round ``r`` is fedkd round ``first_round + r``.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        splits: Any,
+        mechanism: CentralMechanism,
+        student: Student,
+        cache: TeacherCache,
+        on_round: Callable[[dict[str, Any]], None],
+        first_round: int = 0,
+        state_dir: str | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.splits = splits
+        self.mechanism = mechanism
+        self.student = student
+        self.cache = cache
+        self.on_round = on_round
+        self.first_round = first_round
+        self.state_dir = state_dir
+        self.codec = codec_for(cfg)
+        self.config_json = json.dumps(to_dict(cfg))
+        self.nodes: dict[int, int] = {}  # client id -> node id
+        self._round: dict[str, Any] = {}
+        self.last_teacher = ArrayRecord()  # sent for the digest step; checkpointed
+
+    # -- helpers --------------------------------------------------------------------------
+    def _base_config(self, server_round: int) -> ConfigRecord:
+        items: dict[str, Any] = {P.ROUND: server_round, P.RUN_CONFIG: self.config_json}
+        if self.state_dir:
+            items[P.STATE_DIR] = self.state_dir
+        return ConfigRecord(items)
+
+    def discover(self, grid: Grid, timeout: float) -> dict[int, int]:
+        """Wait for the clients and learn their stable ids (``query.info`` handshake)."""
+        want = self.cfg.clients.num_clients
+        deadline = time.monotonic() + timeout
+        node_ids = list(grid.get_node_ids())
+        while len(node_ids) < want:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {len(node_ids)} of {want} clients connected in time")
+            time.sleep(0.2)
+            node_ids = list(grid.get_node_ids())
+        msgs = [
+            Message(
+                RecordDict({P.CONFIG: self._base_config(0)}), dst_node_id=n, message_type=P.INFO
+            )
+            for n in node_ids
+        ]
+        for reply in grid.send_and_receive(msgs, timeout=timeout):
+            src = reply.metadata.src_node_id
+            if reply.has_error():
+                logger.warning("node %s failed the handshake: %s", src, reply.error.reason)
+                continue
+            cid = int(reply.content[P.METRICS][P.CLIENT_ID])
+            self.nodes[cid] = src
+        logger.info("%d clients ready: ids %s", len(self.nodes), sorted(self.nodes))
+        return self.nodes
+
+    # -- Flower strategy API --------------------------------------------------------------
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Sample clients, pick the round's proxy rows, send them plus last round's teacher."""
+        rnd = self.first_round + server_round
+        if not self.nodes:
+            self.discover(grid, self.cfg.runtime.round_timeout)
+        c = self.cfg.clients
+        chosen = P.sample_clients(
+            list(self.nodes),
+            c.sampling,
+            rate=c.sample_rate,
+            size=c.sample_size,
+            seed=self.cfg.seed,
+            server_round=rnd,
+        )
+        self.mechanism.check_budget(rnd, len(self.nodes))  # raises BudgetReached
+        idx = P.proxy_subset(
+            len(self.splits.x_proxy), self.cfg.distill.proxy_per_round, self.cfg.seed, rnd
+        )
+        self._round = {"round": rnd, "idx": idx, "t0": time.monotonic(), "sampled": chosen}
+        records: dict[str, Any] = {
+            P.CONFIG: self._base_config(rnd),
+            P.PROXY: ArrayRecord({"idx": Array(idx)}),
+        }
+        if "idx" in arrays:
+            records[P.TEACHER] = arrays
+        messages = []
+        down = 0
+        for cid in chosen:
+            content = RecordDict(dict(records))
+            down += P.record_dict_bytes(content.values())
+            messages.append(Message(content, dst_node_id=self.nodes[cid], message_type=P.TRAIN))
+        self._round["bytes_down"] = down
+        return messages
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Validate replies, build the teacher, distil the student."""
+        info = self._round
+        idx = info["idx"]
+        num_classes = int(self.splits.num_classes)
+        accepted: list[tuple[int, np.ndarray, float, dict[str, Any]]] = []
+        bytes_up, dropped = {}, 0
+        for reply in replies:
+            src = reply.metadata.src_node_id
+            if reply.has_error():
+                dropped += 1
+                logger.warning(
+                    "round %d: node %s replied with an error: %s",
+                    info["round"],
+                    src,
+                    reply.error.reason.strip().splitlines()[-1]
+                    if reply.error.reason
+                    else reply.error.code,
+                )
+                continue
+            bytes_up[src] = P.record_dict_bytes(reply.content.values())
+            try:
+                arrays = {k: v.numpy() for k, v in reply.content[P.PREDICTIONS].items()}
+                metrics = dict(reply.content[P.METRICS])
+                probs = decode_reply(arrays, metrics, self.codec, len(idx), num_classes)
+            except (ReplyError, KeyError, TypeError, ValueError) as err:
+                dropped += 1
+                logger.warning("round %d: dropped reply of node %s: %s", info["round"], src, err)
+                continue
+            cid = int(metrics.get(P.CLIENT_ID, -1))
+            accepted.append((cid, probs, float(metrics[P.NUM_EXAMPLES]), metrics))
+        accepted.sort(key=lambda t: t[0])  # deterministic order whatever the arrival order
+        row: dict[str, Any] = {
+            "round": info["round"],
+            "clients": len(accepted),
+            "dropped": dropped,
+            "bytes_up": int(sum(bytes_up.values())),
+            "bytes_down": int(info["bytes_down"]),
+            "bytes_up_per_client": {str(k): v for k, v in sorted(bytes_up.items())},
+        }
+        teacher_record: ArrayRecord | None = None
+        self.mechanism.record_client_releases(info["round"], [m for *_, m in accepted])
+        if len(accepted) >= self.cfg.clients.min_replies:
+            preds = np.stack([p for _, p, _, _ in accepted])  # (K, M, C)
+            weights = np.array([w for _, _, w, _ in accepted])
+            rows, teacher = self.mechanism.teacher(info["round"], preds, weights, len(self.nodes))
+            self.cache.update(idx[rows], teacher)
+            row["teacher_accuracy"] = accuracy(teacher, self.splits.y_proxy[idx[rows]])
+            row["answered"] = int(len(rows))
+            row["distill_loss"] = self.student.distill(
+                self.splits.x_proxy, self.cache, info["round"]
+            )
+            teacher_record = ArrayRecord(
+                {
+                    "idx": Array(idx[rows].astype(np.int32)),
+                    "probs": Array(teacher.astype(np.float16)),
+                }
+            )
+            self.last_teacher = teacher_record
+        else:
+            logger.warning(
+                "round %d: %d valid replies < clients.min_replies=%d, teacher unchanged",
+                info["round"],
+                len(accepted),
+                self.cfg.clients.min_replies,
+            )
+            row["teacher_accuracy"] = float("nan")
+        row.update(self.mechanism.epsilons())
+        self._round["row"] = row
+        return teacher_record, None
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """No federated evaluation: the student is evaluated on the server's test set."""
+        return []
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        """Nothing to aggregate (see :meth:`configure_evaluate`)."""
+        return None
+
+    def evaluate(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        """Server-side evaluation hook for ``Strategy.start`` (round 0 is skipped)."""
+        if server_round == 0:
+            return None
+        row = self._round["row"]
+        loss, acc = self.student.evaluate(self.splits.x_test, self.splits.y_test)
+        row["student_loss"], row["student_accuracy"] = float(loss), float(acc)
+        row["seconds"] = round(time.monotonic() - self._round["t0"], 3)
+        self.on_round(row)
+        return MetricRecord({"student_accuracy": acc, "student_loss": loss})
+
+    def summary(self) -> None:
+        """Log the strategy's settings."""
+        d = self.cfg.distill
+        logger.info(
+            "DistillStrategy: %d clients, student %s, aggregation %s, codec %s, privacy %s",
+            self.cfg.clients.num_clients,
+            d.student,
+            d.aggregation,
+            self.codec.name,
+            ",".join(self.cfg.privacy.mechanisms) or "none",
+        )
+
+
+__all__ = ["BudgetReached", "DistillStrategy"]

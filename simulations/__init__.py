@@ -1,0 +1,1 @@
+"""fedkd runners: the ``fedkd`` command, simulations, sweeps and plots."""

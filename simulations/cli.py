@@ -1,0 +1,100 @@
+"""The ``fedkd`` command line.
+
+User mistakes (bad config key or value, missing data file, unusable run directory) print
+one line naming the problem and exit with code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+EXIT_USAGE = 2
+
+
+def _setup_logging(verbose: bool) -> None:
+    try:
+        from rich.logging import RichHandler
+
+        handler: logging.Handler = RichHandler(show_path=False, show_time=False, markup=False)
+        fmt = "%(message)s"
+    except ImportError:  # pragma: no cover - rich is a dependency
+        handler, fmt = logging.StreamHandler(), "%(levelname)s %(message)s"
+    logging.basicConfig(level=logging.INFO, format=fmt, handlers=[handler], force=True)
+    if not verbose:
+        for noisy in ("flwr", "ray"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from fedkd.config import load_config
+    from fedkd.rundir import RunDir
+    from simulations.preflight import preflight
+    from simulations.runner import simulate
+
+    if args.resume:
+        cfg = RunDir(Path(args.resume)).read_config()
+        out = Path(args.resume)
+    else:
+        cfg = load_config(args.config, args.set)
+        out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    preflight(cfg)
+    summary = simulate(cfg, out, resume=bool(args.resume))
+    line = (
+        f"final student accuracy {summary['student_accuracy']:.4f} after "
+        f"{summary['rounds_completed']} rounds ({summary['seconds']:.1f} s); results in {out}"
+    )
+    eps = {k: v for k, v in summary.items() if k.startswith("epsilon")}
+    if eps:
+        line += "; " + ", ".join(f"{k} {v:.3f}" for k, v in eps.items())
+    if summary.get("stopped"):
+        line += f"; {summary['stopped']}"
+    logging.getLogger("fedkd").info("%s", line)
+    sys.stdout.write(line + "\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``fedkd``."""
+    parser = argparse.ArgumentParser(prog="fedkd", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="show Flower and Ray logs")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sim = sub.add_parser("simulate", help="run a federated-distillation simulation")
+    sim.add_argument("config", nargs="?", help="YAML config (not needed with --resume)")
+    sim.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set distill.codec=int8 (repeatable)",
+    )
+    sim.add_argument("--out", help="run directory (default: runs/<config name>)")
+    sim.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
+    sim.set_defaults(func=_cmd_simulate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``fedkd`` console script."""
+    from fedkd.config import ConfigError
+    from fedkd.data import DataError
+    from fedkd.models import ModelError
+    from fedkd.rundir import RunDirError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "simulate" and not args.config and not args.resume:
+        parser.error("simulate needs a CONFIG or --resume DIR")
+    _setup_logging(args.verbose)
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, DataError, ModelError, RunDirError) as err:
+        sys.stderr.write(f"fedkd: error: {err}\n")
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""Check a config against its data before any runtime starts: fail fast, in one line."""
+
+from __future__ import annotations
+
+from fedkd.clientdata import partitions_for, splits_for
+from fedkd.config import Config, ConfigError
+from fedkd.local import client_model_name
+from fedkd.models import build_model
+
+
+def preflight(cfg: Config) -> None:
+    """Load the data, partition it, build every model once; raise user errors early.
+
+    Raises
+    ------
+    ConfigError, DataError, ModelError
+        With a one-line message naming the key, file or model.
+    """
+    splits = splits_for(cfg.data, cfg.seed)
+    parts = partitions_for(cfg.data, cfg.seed, cfg.clients.num_clients)
+    shape, classes = tuple(splits.input_shape), int(splits.num_classes)
+    for name in {client_model_name(cfg, i) for i in range(cfg.clients.num_clients)}:
+        build_model(name, shape, classes, seed=0)
+    build_model(cfg.distill.student, shape, classes, seed=0)
+    empty = [i for i, p in enumerate(parts) if len(p) == 0]
+    if empty:
+        raise ConfigError(f"data.partition left clients {empty} without data; use fewer clients")
+    if cfg.privacy.mechanisms:
+        from fedkd.privacy.checks import check_privacy_config
+
+        check_privacy_config(cfg, [len(p) for p in parts])

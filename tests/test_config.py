@@ -1,0 +1,79 @@
+"""Config loading, overrides and validation errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from fedkd.config import ConfigError, from_dict, load_config, parse_overrides, to_dict
+
+
+def test_defaults_round_trip_through_dict():
+    cfg = from_dict({})
+    again = from_dict(to_dict(cfg))
+    assert again == cfg
+    assert cfg.data.source == "digits"
+
+
+def test_overrides_reach_nested_keys_with_yaml_types():
+    cfg = from_dict({}, ["distill.codec=int8", "rounds=3", "clients.models=[mlp, cnn]"])
+    assert cfg.distill.codec == "int8"
+    assert cfg.rounds == 3
+    assert cfg.clients.models == ("mlp", "cnn")
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ConfigError, match="unknown config key 'distill.tempreature'"):
+        from_dict({"distill": {"tempreature": 2.0}})
+
+
+def test_wrong_type_is_named():
+    with pytest.raises(ConfigError, match="'rounds' must be an integer"):
+        from_dict({"rounds": "ten"})
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("data.alpha=0", "data.alpha"),
+        ("data.alpha=-1", "data.alpha"),
+        ("rounds=0", "rounds"),
+        ("clients.sampling=sometimes", "clients.sampling"),
+        ("privacy.mechanisms=[magic]", "privacy.mechanisms"),
+        ("privacy.delta=1.5", "privacy.delta"),
+        ("distill.temperature=0", "distill.temperature"),
+    ],
+)
+def test_impossible_values_are_refused_naming_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        from_dict({}, [override])
+
+
+def test_dpsgd_needs_exactly_one_of_noise_and_target():
+    with pytest.raises(ConfigError, match="exactly one of noise_multiplier and target_epsilon"):
+        from_dict({"privacy": {"mechanisms": ["dpsgd"]}})
+
+
+def test_gdp_accountant_refused():
+    with pytest.raises(ConfigError, match="never gdp"):
+        from_dict(
+            {},
+            [
+                "privacy.mechanisms=[dpsgd]",
+                "privacy.dpsgd.noise_multiplier=1.0",
+                "privacy.dpsgd.accountant=gdp",
+            ],
+        )
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rounds: [1,\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_set_without_equals_is_refused():
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides(["rounds"])
