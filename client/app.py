@@ -25,7 +25,7 @@ from flwr.app import (
 )
 from flwr.clientapp import ClientApp
 
-from fedkd import protocol as P
+from fedkd import protocol as proto
 from fedkd.clientdata import ClientData, client_data
 from fedkd.clientstate import ClientState, StateDir
 from fedkd.config import Config, ConfigError, from_dict
@@ -68,7 +68,7 @@ def _data(cfg: Config, context: Context) -> tuple[int, ClientData]:
 
 
 def _state_dir(msg_config: ConfigRecord, context: Context, cid: int) -> StateDir | None:
-    root = context.node_config.get("state-dir") or msg_config.get(P.STATE_DIR)
+    root = context.node_config.get("state-dir") or msg_config.get(proto.STATE_DIR)
     return StateDir(Path(str(root)) / f"client-{cid}") if root else None
 
 
@@ -83,12 +83,12 @@ def _restore(context: Context, store: StateDir | None, server_round: int) -> Cli
 def _task(msg: Message) -> RoundTask:
     content = msg.content
     teacher_idx = teacher_probs = None
-    if P.TEACHER in content:
-        teacher_idx = content[P.TEACHER]["idx"].numpy().astype(np.int64)
-        teacher_probs = content[P.TEACHER]["probs"].numpy().astype(np.float32)
+    if proto.TEACHER in content:
+        teacher_idx = content[proto.TEACHER]["idx"].numpy().astype(np.int64)
+        teacher_probs = content[proto.TEACHER]["probs"].numpy().astype(np.float32)
     return RoundTask(
-        server_round=int(content[P.CONFIG][P.ROUND]),
-        proxy_idx=content[P.PROXY]["idx"].numpy().astype(np.int64),
+        server_round=int(content[proto.CONFIG][proto.ROUND]),
+        proxy_idx=content[proto.PROXY]["idx"].numpy().astype(np.int64),
         teacher_idx=teacher_idx,
         teacher_probs=teacher_probs,
     )
@@ -105,10 +105,10 @@ def train(msg: Message, context: Context) -> Message:
     """One fedkd round on this client."""
     torch.set_num_threads(1)
     try:
-        cfg = from_dict(json.loads(str(msg.content[P.CONFIG][P.RUN_CONFIG])))
+        cfg = from_dict(json.loads(str(msg.content[proto.CONFIG][proto.RUN_CONFIG])))
         cid, data = _data(cfg, context)
         task = _task(msg)
-        store = _state_dir(msg.content[P.CONFIG], context, cid)
+        store = _state_dir(msg.content[proto.CONFIG], context, cid)
         result = local_round(cfg, data, cid, task, _restore(context, store, task.server_round))
     except (ConfigError, DataError, ModelError) as err:
         return _user_error(msg, context, err)
@@ -117,12 +117,12 @@ def train(msg: Message, context: Context) -> Message:
     if store is not None:
         store.save(result.state)
     encoded = codec_for(cfg).encode(result.probs)
-    metrics = {P.CLIENT_ID: cid, **result.metrics}
+    metrics = {proto.CLIENT_ID: cid, **result.metrics}
     return Message(
         RecordDict(
             {
-                P.PREDICTIONS: ArrayRecord({k: Array(v) for k, v in encoded.items()}),
-                P.METRICS: MetricRecord(metrics),
+                proto.PREDICTIONS: ArrayRecord({k: Array(v) for k, v in encoded.items()}),
+                proto.METRICS: MetricRecord(metrics),
             }
         ),
         reply_to=msg,
@@ -134,9 +134,9 @@ def info(msg: Message, context: Context) -> Message:
     """Handshake: the client's stable id and data size (no data, no predictions)."""
     torch.set_num_threads(1)
     try:
-        cfg = from_dict(json.loads(str(msg.content[P.CONFIG][P.RUN_CONFIG])))
+        cfg = from_dict(json.loads(str(msg.content[proto.CONFIG][proto.RUN_CONFIG])))
         cid, data = _data(cfg, context)
     except (ConfigError, DataError, ModelError) as err:
         return _user_error(msg, context, err)
-    metrics = {P.CLIENT_ID: cid, P.NUM_EXAMPLES: len(data.y_private)}
-    return Message(RecordDict({P.METRICS: MetricRecord(metrics)}), reply_to=msg)
+    metrics = {proto.CLIENT_ID: cid, proto.NUM_EXAMPLES: len(data.y_private)}
+    return Message(RecordDict({proto.METRICS: MetricRecord(metrics)}), reply_to=msg)

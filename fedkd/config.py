@@ -66,6 +66,7 @@ class DistillConfig:
     aggregation_params: dict[str, float] = field(default_factory=dict)
     codec: str = "fp32"  # fp32 | fp16 | int8 | onebit | topk
     topk: int = 2
+    augment: bool = False  # random 1-pixel shifts of proxy images while distilling
 
 
 @dataclass(frozen=True)

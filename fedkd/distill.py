@@ -63,6 +63,24 @@ def train_supervised(
     return total / count if count else 0.0
 
 
+def random_shift(x: torch.Tensor, generator: torch.Generator, max_shift: int = 1) -> torch.Tensor:
+    """Shift each image by up to ``max_shift`` pixels (zero padding): (B, H, W) or (B, C, H, W).
+
+    Used on the public proxy only: a shifted digit keeps its teacher label, so the student
+    sees more inputs at no privacy or communication cost.
+    """
+    if x.dim() < 3:
+        return x
+    b, (h, w) = x.shape[0], x.shape[-2:]
+    padded = F.pad(x, (max_shift,) * 4)
+    dy, dx = torch.randint(0, 2 * max_shift + 1, (2, b), generator=generator)
+    rows = dy[:, None] + torch.arange(h)[None, :]  # (B, H)
+    cols = dx[:, None] + torch.arange(w)[None, :]  # (B, W)
+    lead = [slice(None)] * (x.dim() - 3)
+    out = torch.stack([padded[(i, *lead, rows[i][:, None], cols[i][None, :])] for i in range(b)])
+    return out
+
+
 def train_distill(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -73,15 +91,20 @@ def train_distill(
     batch_size: int,
     temperature: float,
     generator: torch.Generator,
+    augment: bool = False,
 ) -> float:
-    """Distil ``teacher_probs`` (N, C) into ``model`` on inputs ``x``; returns the mean loss."""
+    """Distil ``teacher_probs`` (N, C) into ``model`` on inputs ``x``; returns the mean loss.
+
+    With ``augment``, image inputs are randomly shifted by one pixel (:func:`random_shift`).
+    """
     xt = torch.from_numpy(x)
     pt = torch.from_numpy(np.asarray(teacher_probs, dtype=np.float32))
     model.train()
     total, count = 0.0, 0
     for _ in range(epochs):
         for idx in _batches(len(xt), batch_size, generator):
-            loss = kd_loss(model(xt[idx]), pt[idx], temperature)
+            inputs = random_shift(xt[idx], generator) if augment else xt[idx]
+            loss = kd_loss(model(inputs), pt[idx], temperature)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

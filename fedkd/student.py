@@ -48,6 +48,7 @@ class Student:
             batch_size=self.cfg.distill.batch_size,
             temperature=self.cfg.distill.temperature,
             generator=gen,
+            augment=self.cfg.distill.augment,
         )
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:

@@ -31,7 +31,9 @@ def serve(grid: Grid, cfg: Config, run: RunDir, *, state_dir: str | None = None)
     splits = splits_for(cfg.data, cfg.seed)
     student = Student(cfg, tuple(splits.input_shape), int(splits.num_classes))
     cache = TeacherCache.empty(len(splits.x_proxy), int(splits.num_classes))
-    mechanism = CentralMechanism(cfg, num_examples=len(splits.y_private))
+    mechanism = CentralMechanism(
+        cfg, num_examples=len(splits.y_private), num_proxy=len(splits.x_proxy)
+    )
     rows: list[dict[str, Any]] = []
     teacher = ArrayRecord()
     done = 0
@@ -64,7 +66,8 @@ def serve(grid: Grid, cfg: Config, run: RunDir, *, state_dir: str | None = None)
             }
         )
         logger.info(
-            "round %d/%d  student acc %.4f  teacher acc %.4f  up %d B  down %d B  clients %d  %.1fs%s",
+            "round %d/%d  student acc %.4f  teacher acc %.4f  up %d B  down %d B  "
+            "clients %d  %.1fs%s",
             row["round"],
             cfg.rounds,
             row["student_accuracy"],

@@ -20,7 +20,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from client.app import codec_for
-from fedkd import protocol as P
+from fedkd import protocol as proto
 from fedkd.config import Config, to_dict
 from fedkd.mechanisms import BudgetReached, CentralMechanism
 from fedkd.student import Student
@@ -73,9 +73,9 @@ class DistillStrategy(Strategy):
 
     # -- helpers --------------------------------------------------------------------------
     def _base_config(self, server_round: int) -> ConfigRecord:
-        items: dict[str, Any] = {P.ROUND: server_round, P.RUN_CONFIG: self.config_json}
+        items: dict[str, Any] = {proto.ROUND: server_round, proto.RUN_CONFIG: self.config_json}
         if self.state_dir:
-            items[P.STATE_DIR] = self.state_dir
+            items[proto.STATE_DIR] = self.state_dir
         return ConfigRecord(items)
 
     def discover(self, grid: Grid, timeout: float) -> dict[int, int]:
@@ -90,7 +90,9 @@ class DistillStrategy(Strategy):
             node_ids = list(grid.get_node_ids())
         msgs = [
             Message(
-                RecordDict({P.CONFIG: self._base_config(0)}), dst_node_id=n, message_type=P.INFO
+                RecordDict({proto.CONFIG: self._base_config(0)}),
+                dst_node_id=n,
+                message_type=proto.INFO,
             )
             for n in node_ids
         ]
@@ -99,7 +101,7 @@ class DistillStrategy(Strategy):
             if reply.has_error():
                 logger.warning("node %s failed the handshake: %s", src, reply.error.reason)
                 continue
-            cid = int(reply.content[P.METRICS][P.CLIENT_ID])
+            cid = int(reply.content[proto.METRICS][proto.CLIENT_ID])
             self.nodes[cid] = src
         logger.info("%d clients ready: ids %s", len(self.nodes), sorted(self.nodes))
         return self.nodes
@@ -113,7 +115,7 @@ class DistillStrategy(Strategy):
         if not self.nodes:
             self.discover(grid, self.cfg.runtime.round_timeout)
         c = self.cfg.clients
-        chosen = P.sample_clients(
+        chosen = proto.sample_clients(
             list(self.nodes),
             c.sampling,
             rate=c.sample_rate,
@@ -122,22 +124,22 @@ class DistillStrategy(Strategy):
             server_round=rnd,
         )
         self.mechanism.check_budget(rnd, len(self.nodes))  # raises BudgetReached
-        idx = P.proxy_subset(
+        idx = proto.proxy_subset(
             len(self.splits.x_proxy), self.cfg.distill.proxy_per_round, self.cfg.seed, rnd
         )
         self._round = {"round": rnd, "idx": idx, "t0": time.monotonic(), "sampled": chosen}
         records: dict[str, Any] = {
-            P.CONFIG: self._base_config(rnd),
-            P.PROXY: ArrayRecord({"idx": Array(idx)}),
+            proto.CONFIG: self._base_config(rnd),
+            proto.PROXY: ArrayRecord({"idx": Array(idx)}),
         }
         if "idx" in arrays:
-            records[P.TEACHER] = arrays
+            records[proto.TEACHER] = arrays
         messages = []
         down = 0
         for cid in chosen:
             content = RecordDict(dict(records))
-            down += P.record_dict_bytes(content.values())
-            messages.append(Message(content, dst_node_id=self.nodes[cid], message_type=P.TRAIN))
+            down += proto.record_dict_bytes(content.values())
+            messages.append(Message(content, dst_node_id=self.nodes[cid], message_type=proto.TRAIN))
         self._round["bytes_down"] = down
         return messages
 
@@ -163,17 +165,17 @@ class DistillStrategy(Strategy):
                     else reply.error.code,
                 )
                 continue
-            bytes_up[src] = P.record_dict_bytes(reply.content.values())
+            bytes_up[src] = proto.record_dict_bytes(reply.content.values())
             try:
-                arrays = {k: v.numpy() for k, v in reply.content[P.PREDICTIONS].items()}
-                metrics = dict(reply.content[P.METRICS])
+                arrays = {k: v.numpy() for k, v in reply.content[proto.PREDICTIONS].items()}
+                metrics = dict(reply.content[proto.METRICS])
                 probs = decode_reply(arrays, metrics, self.codec, len(idx), num_classes)
             except (ReplyError, KeyError, TypeError, ValueError) as err:
                 dropped += 1
                 logger.warning("round %d: dropped reply of node %s: %s", info["round"], src, err)
                 continue
-            cid = int(metrics.get(P.CLIENT_ID, -1))
-            accepted.append((cid, probs, float(metrics[P.NUM_EXAMPLES]), metrics))
+            cid = int(metrics.get(proto.CLIENT_ID, -1))
+            accepted.append((cid, probs, float(metrics[proto.NUM_EXAMPLES]), metrics))
         accepted.sort(key=lambda t: t[0])  # deterministic order whatever the arrival order
         row: dict[str, Any] = {
             "round": info["round"],

@@ -22,10 +22,16 @@ def _setup_logging(verbose: bool) -> None:
         fmt = "%(message)s"
     except ImportError:  # pragma: no cover - rich is a dependency
         handler, fmt = logging.StreamHandler(), "%(levelname)s %(message)s"
-    logging.basicConfig(level=logging.INFO, format=fmt, handlers=[handler], force=True)
+    handler.setFormatter(logging.Formatter(fmt))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
+    for ours in ("fedkd", "server", "client", "simulations"):
+        logging.getLogger(ours).setLevel(logging.INFO)
     if not verbose:
-        for noisy in ("flwr", "ray"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+        import flwr.common.logger  # noqa: F401 - Flower configures its logger on import
+
+        flwr_logger = logging.getLogger("flwr")
+        flwr_logger.setLevel(logging.WARNING)
+        flwr_logger.propagate = False
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -51,7 +57,6 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         line += "; " + ", ".join(f"{k} {v:.3f}" for k, v in eps.items())
     if summary.get("stopped"):
         line += f"; {summary['stopped']}"
-    logging.getLogger("fedkd").info("%s", line)
     sys.stdout.write(line + "\n")
     return 0
 

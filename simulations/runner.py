@@ -72,13 +72,16 @@ def _simulate_ray(cfg: Config, run: RunDir, state_dir: str) -> dict[str, Any]:
             "log_to_driver": True,
         },
     }
+    level = logging.getLogger("flwr").level
     run_simulation(
         server_app=make_server_app(cfg, run, state_dir=state_dir),
         client_app=client_app,
         num_supernodes=cfg.clients.num_clients,
         backend_name="ray",
         backend_config=backend_config,
+        verbose_logging=level <= logging.DEBUG,
     )
+    logging.getLogger("flwr").setLevel(level)  # run_simulation resets Flower's log level
     done = run.path / "DONE"
     if not done.exists():
         raise RuntimeError(f"the simulation ended without finishing {run.path}; see the log above")

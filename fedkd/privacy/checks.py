@@ -1,0 +1,31 @@
+"""Start-of-run privacy checks: δ below 1/N for every guarantee the run will report."""
+
+from __future__ import annotations
+
+from fedkd.config import Config, ConfigError
+from fedkd.privacy.accounting import check_delta
+
+
+def client_delta(cfg: Config) -> float:
+    """δ of the client-level guarantees (``privacy.client_delta``, else ``privacy.delta``)."""
+    p = cfg.privacy
+    return p.client_delta if p.client_delta is not None else p.delta
+
+
+def check_privacy_config(cfg: Config, client_sizes: list[int]) -> None:
+    """Refuse δ ≥ 1/N: N = smallest client's examples (example level), clients (client level).
+
+    Raises
+    ------
+    ConfigError
+        Naming the key and the bound.
+    """
+    mechs = set(cfg.privacy.mechanisms)
+    try:
+        if "dpsgd" in mechs:
+            check_delta(cfg.privacy.delta, min(client_sizes))
+        if mechs & {"gaussian", "pate"}:
+            check_delta(client_delta(cfg), cfg.clients.num_clients)
+    except ValueError as err:
+        key = "privacy.delta" if "dpsgd" in mechs else "privacy.client_delta"
+        raise ConfigError(f"{key}: {err}") from err

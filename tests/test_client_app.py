@@ -1,0 +1,89 @@
+"""The ClientApp replies with encoded predictions and metrics only: never weights."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+
+from client.app import app
+from fedkd import protocol as proto
+from fedkd.clientdata import splits_for
+from fedkd.config import from_dict, to_dict
+from fedkd.models import build_model
+
+
+def _context(pid: int) -> Context:
+    return Context(
+        run_id=1,
+        node_id=500 + pid,
+        node_config={"partition-id": pid, "num-partitions": 3},
+        state=RecordDict(),
+        run_config={},
+    )
+
+
+def _train_message(cfg, idx: np.ndarray, server_round: int = 1) -> Message:
+    return Message(
+        RecordDict(
+            {
+                proto.CONFIG: ConfigRecord(
+                    {proto.ROUND: server_round, proto.RUN_CONFIG: json.dumps(to_dict(cfg))}
+                ),
+                proto.PROXY: ArrayRecord({"idx": Array(idx.astype(np.int32))}),
+            }
+        ),
+        dst_node_id=500,
+        message_type=proto.TRAIN,
+    )
+
+
+def test_reply_holds_only_predictions_of_proxy_shape_and_metrics():
+    # Prepare
+    cfg = from_dict(
+        {"clients": {"num_clients": 3, "local_epochs": 1}, "distill": {"codec": "fp32"}}
+    )
+    idx = np.arange(0, 40, 3)
+    # Execute
+    reply = app(_train_message(cfg, idx), _context(0))
+    # Assert: one ArrayRecord with one (M, C) array, one MetricRecord, nothing else.
+    assert not reply.has_error()
+    content = reply.content
+    assert set(content.array_records) == {proto.PREDICTIONS}
+    assert set(content.metric_records) == {proto.METRICS}
+    assert not content.config_records
+    arrays = content[proto.PREDICTIONS]
+    assert list(arrays) == ["probs"]
+    probs = arrays["probs"].numpy()
+    assert probs.shape == (len(idx), 10)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    # No array in the reply is as large as any model's weights.
+    splits = splits_for(cfg.data, cfg.seed)
+    weights = sum(
+        p.numel() for p in build_model("mlp", splits.input_shape, 10, seed=0).parameters()
+    )
+    assert probs.size < weights
+    assert content[proto.METRICS][proto.NUM_EXAMPLES] > 0
+
+
+def test_client_state_persists_across_rounds():
+    cfg = from_dict({"clients": {"num_clients": 3, "local_epochs": 1}})
+    ctx = _context(1)
+    idx = np.arange(20)
+    first = app(_train_message(cfg, idx, 1), ctx).content[proto.PREDICTIONS]["probs"].numpy()
+    assert "fedkd-client" in ctx.state
+    second = app(_train_message(cfg, idx, 2), ctx).content[proto.PREDICTIONS]["probs"].numpy()
+    fresh = (
+        app(_train_message(cfg, idx, 2), _context(1)).content[proto.PREDICTIONS]["probs"].numpy()
+    )
+    # Round 2 from the kept state differs from round 2 on a fresh client.
+    assert not np.allclose(second, fresh)
+    assert not np.allclose(first, second)
+
+
+def test_bad_partition_gives_an_error_reply_naming_the_node():
+    cfg = from_dict({"clients": {"num_clients": 3}})
+    reply = app(_train_message(cfg, np.arange(5)), _context(7))
+    assert reply.has_error()
+    assert "node 7" in reply.error.reason and "partition-id 7" in reply.error.reason
