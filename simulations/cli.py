@@ -7,11 +7,16 @@ one line naming the problem and exit with code 2, without a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from pathlib import Path
 
 EXIT_USAGE = 2
+
+# Modules that add sub-commands: each has ``register(subparsers)``, which adds a parser
+# whose ``func(args) -> int`` runs the command. User errors raise ConfigError (exit 2).
+EXTENSIONS = ("simulations.privacy_report", "simulations.sweep", "client.deploy_cli")
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -79,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--out", help="run directory (default: runs/<config name>)")
     sim.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
     sim.set_defaults(func=_cmd_simulate)
+    for name in EXTENSIONS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name == name:  # that command is not part of this checkout
+                continue
+            raise
+        module.register(sub)
     return parser
 
 
