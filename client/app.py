@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from fedkd.compress import get_codec
 from flwr.app import (
     Array,
     ArrayRecord,
@@ -25,9 +24,11 @@ from flwr.app import (
 )
 from flwr.clientapp import ClientApp
 
+from fedkd import attacks
 from fedkd import protocol as proto
 from fedkd.clientdata import ClientData, client_data
 from fedkd.clientstate import ClientState, StateDir
+from fedkd.compress import get_codec
 from fedkd.config import Config, ConfigError, from_dict
 from fedkd.data import DataError
 from fedkd.local import RoundTask, local_round
@@ -39,6 +40,7 @@ app = ClientApp()
 
 _STATE_KEY = "fedkd-client"
 USER_ERROR = 100  # Error code of replies caused by a node's data or config, not a crash
+SIMULATED_DROPOUT = 101  # Error code of a simulated dropout (faults.dropout)
 
 
 def codec_for(cfg: Config):
@@ -106,8 +108,13 @@ def train(msg: Message, context: Context) -> Message:
     torch.set_num_threads(1)
     try:
         cfg = from_dict(json.loads(str(msg.content[proto.CONFIG][proto.RUN_CONFIG])))
-        cid, data = _data(cfg, context)
         task = _task(msg)
+        cid = _client_id(context)
+        if attacks.drops_out(cfg.seed, task.server_round, cid, cfg.faults.dropout):
+            return Message(
+                Error(code=SIMULATED_DROPOUT, reason=f"node {cid}: simulated dropout"), reply_to=msg
+            )
+        cid, data = _data(cfg, context)
         store = _state_dir(msg.content[proto.CONFIG], context, cid)
         result = local_round(cfg, data, cid, task, _restore(context, store, task.server_round))
     except (ConfigError, DataError, ModelError) as err:
@@ -116,7 +123,14 @@ def train(msg: Message, context: Context) -> Message:
     context.state[_STATE_KEY] = ConfigRecord({"blob": blob})
     if store is not None:
         store.save(result.state)
-    encoded = codec_for(cfg).encode(result.probs)
+    probs = result.probs
+    f = cfg.faults
+    if f.adversarial_fraction > 0 and cid in attacks.adversaries(
+        cfg.clients.num_clients, f.adversarial_fraction, cfg.seed
+    ):
+        rng = attacks.attack_rng(cfg.seed, task.server_round, cid)
+        probs = attacks.attack(probs, f.attack, rng, f.attack_scale)
+    encoded = codec_for(cfg).encode(probs)
     metrics = {proto.CLIENT_ID: cid, **result.metrics}
     return Message(
         RecordDict(

@@ -1,17 +1,33 @@
 """Soft-label codecs: what a client's predictions look like on the wire.
 
 A codec turns a (N, C) probability matrix into a dict of plain numeric NumPy arrays (the
-arrays of a Flower ArrayRecord) and back. ``decode`` validates everything and raises only
-:class:`CodecError`, whatever it is given.
+arrays of a Flower ArrayRecord) and back. ``decode`` validates everything (key set, dtype,
+shape, finiteness, value ranges) and raises only :class:`CodecError`, whatever it is given.
+
+=========  ==============================================  ======================
+codec      arrays                                          bytes for (N, C)
+=========  ==============================================  ======================
+``fp32``   ``probs`` float32 (N, C)                        4 N C
+``fp16``   ``probs`` float16 (N, C)                        2 N C
+``int8``   ``q`` uint8 (N, C), ``scale`` float16 (N,)      N C + 2 N
+``onebit`` ``bits`` uint8 (ceil(N C / 8),)                 ceil(N C / 8)
+``topk``   ``idx`` uint8/uint16 (N, k), ``val`` float16    N k (1 or 2) + 2 N k
+=========  ==============================================  ======================
 """
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+
+#: Tolerance on row sums of decoded fp32/fp16 probabilities and top-k mass.
+SUM_TOL = 1e-2
+#: Largest class count the top-k codec can index (uint16).
+MAX_TOPK_CLASSES = 1 << 16
 
 
 class CodecError(ValueError):
@@ -23,95 +39,238 @@ class Codec(Protocol):
 
     name: str
 
-    def encode(self, probs: np.ndarray) -> dict[str, np.ndarray]: ...  # noqa: D102
+    def encode(self, probs: np.ndarray) -> dict[str, np.ndarray]:
+        """Encode a finite (N, C) probability matrix into named numeric arrays."""
+        ...
 
-    def decode(  # noqa: D102
+    def decode(
         self, arrays: Mapping[str, np.ndarray], num_rows: int, num_classes: int
-    ) -> np.ndarray: ...
+    ) -> np.ndarray:
+        """Decode a payload into float32 (num_rows, num_classes); raise CodecError if bad."""
+        ...
 
 
+# -- encode-side helpers -------------------------------------------------------------------
 def _check_input(probs: np.ndarray) -> np.ndarray:
+    """Validate the matrix to encode.
+
+    Parameters
+    ----------
+    probs : np.ndarray
+        (N, C) probabilities, C >= 1.
+
+    Returns
+    -------
+    np.ndarray
+        float64 copy of ``probs``.
+
+    Raises
+    ------
+    ValueError
+        If ``probs`` is not a real-valued finite 2-D array with C >= 1.
+    """
     p = np.asarray(probs)
-    if p.ndim != 2 or not np.issubdtype(p.dtype, np.number) or not np.all(np.isfinite(p)):
-        raise ValueError("codec input must be a finite 2-D numeric array")
-    return p.astype(np.float32)
+    if p.dtype.kind not in "biuf":
+        raise ValueError(f"codec input must be real-valued, got dtype {p.dtype}")
+    if p.ndim != 2 or p.shape[1] < 1:
+        raise ValueError(f"codec input must be 2-D (N, C>=1), got shape {p.shape}")
+    p = p.astype(np.float64)
+    if not np.all(np.isfinite(p)):
+        raise ValueError("codec input must be finite (no NaN or Inf)")
+    return p
 
 
-def _get(arrays: Mapping[str, np.ndarray], keys: set[str]) -> dict[str, np.ndarray]:
+def _index_dtype(num_classes: int) -> type[np.unsignedinteger]:
+    """Smallest index dtype for ``num_classes`` classes: uint8 up to 256, else uint16."""
+    return np.uint8 if num_classes <= 256 else np.uint16
+
+
+# -- decode-side helpers -------------------------------------------------------------------
+def _check_dims(num_rows: object, num_classes: object) -> tuple[int, int]:
+    """Validate the expected payload dimensions.
+
+    Parameters
+    ----------
+    num_rows, num_classes : object
+        Expected N >= 0 and C >= 1, integers.
+
+    Returns
+    -------
+    tuple of int
+        ``(num_rows, num_classes)``.
+
+    Raises
+    ------
+    CodecError
+        If either is not an integer in range.
+    """
+    for label, value, low in (("num_rows", num_rows, 0), ("num_classes", num_classes, 1)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < low:
+            raise CodecError(f"{label} must be an integer >= {low}, got {value!r}")
+    return int(num_rows), int(num_classes)  # type: ignore[call-overload]
+
+
+def _get(arrays: Mapping[str, np.ndarray], keys: frozenset[str]) -> dict[str, np.ndarray]:
+    """Check the payload holds exactly ``keys``, each a NumPy array.
+
+    Parameters
+    ----------
+    arrays : Mapping[str, np.ndarray]
+        The payload.
+    keys : frozenset of str
+        The expected key set.
+
+    Returns
+    -------
+    dict[str, np.ndarray]
+        The arrays by key.
+
+    Raises
+    ------
+    CodecError
+        If the payload is not a mapping, has other keys, or holds a non-array.
+    """
+    if not isinstance(arrays, Mapping):
+        raise CodecError(f"payload must be a mapping of arrays, got {type(arrays).__name__}")
     try:
         got = set(arrays.keys())
-    except Exception as err:  # noqa: BLE001
-        raise CodecError("payload is not a mapping of arrays") from err
+        out = {k: arrays[k] for k in keys if k in got}
+    except Exception as err:  # a broken Mapping: any failure is a malformed payload
+        raise CodecError(f"payload cannot be read: {type(err).__name__}") from err
     if got != keys:
-        raise CodecError(f"expected arrays {sorted(keys)}, got {sorted(map(str, got))}")
-    out = {}
-    for k in keys:
-        a = arrays[k]
+        raise CodecError(f"expected arrays {sorted(keys)}, got {sorted(map(repr, got))}")
+    for k, a in out.items():
         if not isinstance(a, np.ndarray):
-            raise CodecError(f"'{k}' is not an array")
-        out[k] = a
+            raise CodecError(f"'{k}' is not a numpy array (got {type(a).__name__})")
     return out
 
 
 def _expect(a: np.ndarray, name: str, dtype: type, shape: tuple[int, ...]) -> None:
+    """Raise CodecError unless ``a`` has exactly ``dtype`` and ``shape``."""
     if a.dtype != np.dtype(dtype):
         raise CodecError(f"'{name}' must be {np.dtype(dtype).name}, got {a.dtype}")
     if a.shape != shape:
         raise CodecError(f"'{name}' must have shape {shape}, got {a.shape}")
 
 
-def _renorm(m: np.ndarray) -> np.ndarray:
-    s = m.sum(axis=1, keepdims=True)
-    if np.any(s <= 0):
-        raise CodecError("a row has no probability mass")
-    return (m / s).astype(np.float32)
-
-
-def _check_probs(p: np.ndarray, name: str) -> None:
-    if not np.all(np.isfinite(p)):
+def _check_unit(values: np.ndarray, name: str) -> None:
+    """Raise CodecError unless every value is finite and in [0, 1]."""
+    if not np.all(np.isfinite(values)):
         raise CodecError(f"'{name}' holds NaN or Inf")
-    if np.any(p < 0) or np.any(p > 1.0 + 1e-3):
+    if np.any(values < 0) or np.any(values > 1):
         raise CodecError(f"'{name}' holds values outside [0, 1]")
 
 
-def _check_sums(p: np.ndarray, name: str, tol: float) -> None:
-    if p.size and np.any(np.abs(p.sum(axis=1) - 1.0) > tol):
-        raise CodecError(f"'{name}' rows do not sum to 1")
+def _renorm(m: np.ndarray, name: str) -> np.ndarray:
+    """Divide each row by its sum; raise CodecError for a row with no mass."""
+    s = m.sum(axis=1, keepdims=True, dtype=np.float64)
+    if np.any(s <= 0):
+        raise CodecError(f"'{name}' has a row with no probability mass")
+    return (m / s).astype(np.float32)
 
 
+# -- codecs ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Float:
-    """Plain probabilities in float32 (``fp32``) or float16 (``fp16``)."""
+    """Plain probabilities in float32 (``fp32``) or float16 (``fp16``).
+
+    Attributes
+    ----------
+    name : str
+        ``"fp32"`` or ``"fp16"``.
+    dtype : type
+        ``np.float32`` or ``np.float16``.
+    """
 
     name: str
     dtype: type
 
     def encode(self, probs: np.ndarray) -> dict[str, np.ndarray]:
-        """``{"probs": (N, C)}`` in the codec's dtype."""
-        return {"probs": _check_input(probs).astype(self.dtype)}
+        """Encode as ``{"probs": (N, C)}`` in the codec's dtype.
+
+        Parameters
+        ----------
+        probs : np.ndarray
+            Finite (N, C) probabilities.
+
+        Returns
+        -------
+        dict[str, np.ndarray]
+            The payload.
+
+        Raises
+        ------
+        ValueError
+            If ``probs`` is not a finite 2-D real array.
+        """
+        p = np.clip(_check_input(probs), 0.0, 1.0)
+        return {"probs": p.astype(self.dtype)}
 
     def decode(
         self, arrays: Mapping[str, np.ndarray], num_rows: int, num_classes: int
     ) -> np.ndarray:
-        """Validate and return float32 probabilities."""
-        a = _get(arrays, {"probs"})["probs"]
-        _expect(a, "probs", self.dtype, (num_rows, num_classes))
+        """Validate and return float32 probabilities (rows renormalized).
+
+        Parameters
+        ----------
+        arrays : Mapping[str, np.ndarray]
+            The payload.
+        num_rows, num_classes : int
+            Expected (N, C).
+
+        Returns
+        -------
+        np.ndarray
+            float32 (num_rows, num_classes) probabilities.
+
+        Raises
+        ------
+        CodecError
+            For a wrong key set, dtype or shape, NaN/Inf, values outside [0, 1], or rows
+            that do not sum to 1 within :data:`SUM_TOL`.
+        """
+        n, c = _check_dims(num_rows, num_classes)
+        a = _get(arrays, frozenset({"probs"}))["probs"]
+        _expect(a, "probs", self.dtype, (n, c))
         p = a.astype(np.float32)
-        _check_probs(p, "probs")
-        _check_sums(p, "probs", 1e-2)
-        return _renorm(p) if num_rows else p
+        _check_unit(p, "probs")
+        if np.any(np.abs(p.sum(axis=1, dtype=np.float64) - 1.0) > SUM_TOL):
+            raise CodecError("'probs' rows do not sum to 1")
+        return _renorm(p, "probs")
 
 
 @dataclass(frozen=True)
 class Int8:
-    """Per-row quantisation: ``q = round(p / rowmax * 255)`` (uint8) and rowmax (float16)."""
+    """Per-row quantization: ``q = round(p / rowmax * 255)`` (uint8) and rowmax (float16).
+
+    Attributes
+    ----------
+    name : str
+        ``"int8"``.
+    """
 
     name: str = "int8"
 
     def encode(self, probs: np.ndarray) -> dict[str, np.ndarray]:
-        """``{"q": (N, C) uint8, "scale": (N,) float16}``."""
+        """Encode as ``{"q": (N, C) uint8, "scale": (N,) float16}``.
+
+        Parameters
+        ----------
+        probs : np.ndarray
+            Finite (N, C) probabilities (clipped to [0, 1]).
+
+        Returns
+        -------
+        dict[str, np.ndarray]
+            The payload.
+
+        Raises
+        ------
+        ValueError
+            If ``probs`` is not a finite 2-D real array.
+        """
         p = np.clip(_check_input(probs), 0.0, 1.0)
-        scale = p.max(axis=1) if p.size else np.zeros(len(p), np.float32)
+        scale = p.max(axis=1)  # C >= 1, so defined even for N = 0
         safe = np.where(scale > 0, scale, 1.0)[:, None]
         q = np.rint(p / safe * 255).astype(np.uint8)
         return {"q": q, "scale": scale.astype(np.float16)}
@@ -119,116 +278,257 @@ class Int8:
     def decode(
         self, arrays: Mapping[str, np.ndarray], num_rows: int, num_classes: int
     ) -> np.ndarray:
-        """Dequantise, validate, renormalise rows."""
-        a = _get(arrays, {"q", "scale"})
-        _expect(a["q"], "q", np.uint8, (num_rows, num_classes))
-        _expect(a["scale"], "scale", np.float16, (num_rows,))
+        """Dequantize ``q / 255 * scale`` and renormalize rows.
+
+        Parameters
+        ----------
+        arrays : Mapping[str, np.ndarray]
+            The payload.
+        num_rows, num_classes : int
+            Expected (N, C).
+
+        Returns
+        -------
+        np.ndarray
+            float32 (num_rows, num_classes) probabilities.
+
+        Raises
+        ------
+        CodecError
+            For a wrong key set, dtype or shape, a scale that is not finite or outside
+            [0, 1], or a row that dequantizes to all zeros.
+        """
+        n, c = _check_dims(num_rows, num_classes)
+        a = _get(arrays, frozenset({"q", "scale"}))
+        _expect(a["q"], "q", np.uint8, (n, c))
+        _expect(a["scale"], "scale", np.float16, (n,))
         scale = a["scale"].astype(np.float32)
-        _check_probs(scale, "scale")
-        return (
-            _renorm(a["q"].astype(np.float32) / 255.0 * scale[:, None])
-            if num_rows
-            else np.zeros((0, num_classes), np.float32)
-        )
+        _check_unit(scale, "scale")
+        return _renorm(a["q"].astype(np.float32) / 255.0 * scale[:, None], "q")
 
 
 @dataclass(frozen=True)
 class OneBit:
-    """Top-1 vote: the one-hot matrix packed 8 entries per byte."""
+    """Top-1 vote: the one-hot argmax matrix, packed 8 entries per byte.
+
+    Attributes
+    ----------
+    name : str
+        ``"onebit"``.
+    """
 
     name: str = "onebit"
 
     def encode(self, probs: np.ndarray) -> dict[str, np.ndarray]:
-        """``{"bits": packbits(one_hot(argmax))}``."""
+        """Encode as ``{"bits": packbits(one_hot(argmax).ravel())}``.
+
+        Parameters
+        ----------
+        probs : np.ndarray
+            Finite (N, C) probabilities (ties go to the lowest class).
+
+        Returns
+        -------
+        dict[str, np.ndarray]
+            The payload: ``ceil(N * C / 8)`` uint8.
+
+        Raises
+        ------
+        ValueError
+            If ``probs`` is not a finite 2-D real array.
+        """
         p = _check_input(probs)
         onehot = np.zeros(p.shape, np.uint8)
-        if p.size:
-            onehot[np.arange(len(p)), p.argmax(axis=1)] = 1
+        onehot[np.arange(p.shape[0]), p.argmax(axis=1)] = 1
         return {"bits": np.packbits(onehot.ravel())}
 
     def decode(
         self, arrays: Mapping[str, np.ndarray], num_rows: int, num_classes: int
     ) -> np.ndarray:
-        """Unpack and check that every row holds exactly one vote."""
-        bits = _get(arrays, {"bits"})["bits"]
-        n = num_rows * num_classes
-        _expect(bits, "bits", np.uint8, ((n + 7) // 8,))
+        """Unpack the bits into a one-hot float32 matrix.
+
+        Parameters
+        ----------
+        arrays : Mapping[str, np.ndarray]
+            The payload.
+        num_rows, num_classes : int
+            Expected (N, C).
+
+        Returns
+        -------
+        np.ndarray
+            float32 (num_rows, num_classes) one-hot rows.
+
+        Raises
+        ------
+        CodecError
+            For a wrong key set, dtype or length, padding bits that are set, or a row
+            without exactly one vote.
+        """
+        n, c = _check_dims(num_rows, num_classes)
+        bits = _get(arrays, frozenset({"bits"}))["bits"]
+        size = n * c
+        _expect(bits, "bits", np.uint8, ((size + 7) // 8,))
         flat = np.unpackbits(bits)
-        if np.any(flat[n:]):
+        if np.any(flat[size:]):
             raise CodecError("'bits' has padding bits set")
-        onehot = flat[:n].reshape(num_rows, num_classes).astype(np.float32)
-        if num_rows and np.any(onehot.sum(axis=1) != 1):
-            raise CodecError("'bits' rows are not one-hot votes")
-        return onehot
+        onehot = flat[:size].reshape(n, c)
+        if np.any(onehot.sum(axis=1, dtype=np.int64) != 1):
+            raise CodecError("'bits' has a row without exactly one vote")
+        return onehot.astype(np.float32)
 
 
 @dataclass(frozen=True)
 class TopK:
-    """The ``k`` largest probabilities per row; the rest of the mass spread evenly."""
+    """The ``k`` largest probabilities per row; the rest of the mass spread evenly.
+
+    Attributes
+    ----------
+    k : int
+        Number of kept classes per row (capped at C).
+    name : str
+        ``"topk"``.
+    """
 
     k: int = 2
     name: str = "topk"
 
     def encode(self, probs: np.ndarray) -> dict[str, np.ndarray]:
-        """``{"idx": (N, k) uint8/uint16, "val": (N, k) float16}``."""
-        p = _check_input(probs)
+        """Encode as ``{"idx": (N, k) uint8/uint16, "val": (N, k) float16}``.
+
+        ``idx`` is uint8 when C <= 256, else uint16; ties keep the lower class index.
+
+        Parameters
+        ----------
+        probs : np.ndarray
+            Finite (N, C) probabilities (clipped to [0, 1]), C <= 65536.
+
+        Returns
+        -------
+        dict[str, np.ndarray]
+            The payload.
+
+        Raises
+        ------
+        ValueError
+            If ``probs`` is not a finite 2-D real array or has too many classes.
+        """
+        p = np.clip(_check_input(probs), 0.0, 1.0)
+        if p.shape[1] > MAX_TOPK_CLASSES:
+            raise ValueError(f"codec 'topk' supports at most {MAX_TOPK_CLASSES} classes")
         k = min(self.k, p.shape[1])
         idx = np.argsort(-p, axis=1, kind="stable")[:, :k]
         val = np.take_along_axis(p, idx, axis=1)
-        itype = np.uint8 if p.shape[1] <= 256 else np.uint16
-        return {"idx": idx.astype(itype), "val": val.astype(np.float16)}
+        return {"idx": idx.astype(_index_dtype(p.shape[1])), "val": val.astype(np.float16)}
 
     def decode(
         self, arrays: Mapping[str, np.ndarray], num_rows: int, num_classes: int
     ) -> np.ndarray:
-        """Scatter the kept values, spread the remaining mass, renormalise."""
-        a = _get(arrays, {"idx", "val"})
-        k = min(self.k, num_classes)
-        itype = np.uint8 if num_classes <= 256 else np.uint16
-        _expect(a["idx"], "idx", itype, (num_rows, k))
-        _expect(a["val"], "val", np.float16, (num_rows, k))
+        """Scatter the kept values, spread ``1 - sum`` over the other classes, renormalize.
+
+        Parameters
+        ----------
+        arrays : Mapping[str, np.ndarray]
+            The payload.
+        num_rows, num_classes : int
+            Expected (N, C).
+
+        Returns
+        -------
+        np.ndarray
+            float32 (num_rows, num_classes) probabilities.
+
+        Raises
+        ------
+        CodecError
+            For a wrong key set, dtype or shape, values that are not finite or outside
+            [0, 1], kept mass above 1 (beyond :data:`SUM_TOL`), class indices out of
+            range or repeated within a row, or a row with no mass.
+        """
+        n, c = _check_dims(num_rows, num_classes)
+        if c > MAX_TOPK_CLASSES:
+            raise CodecError(f"codec 'topk' supports at most {MAX_TOPK_CLASSES} classes")
+        k = min(self.k, c)
+        a = _get(arrays, frozenset({"idx", "val"}))
+        _expect(a["idx"], "idx", _index_dtype(c), (n, k))
+        _expect(a["val"], "val", np.float16, (n, k))
         idx = a["idx"].astype(np.int64)
         val = a["val"].astype(np.float32)
-        _check_probs(val, "val")
-        if np.any(idx >= num_classes):
-            raise CodecError("'idx' holds a class index out of range")
-        if num_rows and np.any(np.diff(np.sort(idx, axis=1), axis=1) == 0):
+        _check_unit(val, "val")
+        if np.any(idx >= c):
+            raise CodecError(f"'idx' holds a class index >= {c}")
+        if np.any(np.diff(np.sort(idx, axis=1), axis=1) == 0):
             raise CodecError("'idx' repeats a class within a row")
-        if num_rows and np.any(val.sum(axis=1) > 1.0 + 1e-2):
+        kept = val.sum(axis=1, dtype=np.float64)
+        if np.any(kept > 1.0 + SUM_TOL):
             raise CodecError("'val' rows sum to more than 1")
-        out = np.zeros((num_rows, num_classes), np.float32)
-        if num_classes > k:
-            rest = np.clip(1.0 - val.sum(axis=1), 0.0, None) / (num_classes - k)
-            out += rest[:, None]
+        out = np.zeros((n, c), np.float32)
+        if c > k:
+            out += (np.clip(1.0 - kept, 0.0, None) / (c - k)).astype(np.float32)[:, None]
         np.put_along_axis(out, idx, val, axis=1)
-        return _renorm(out) if num_rows else out
+        return _renorm(out, "val")
 
 
-CODECS = ("fp32", "fp16", "int8", "onebit", "topk")
+CODECS: tuple[str, ...] = ("fp32", "fp16", "int8", "onebit", "topk")
+
+
+def _topk_k(value: object) -> int:
+    """Validate the ``k`` of the top-k codec (an integer >= 1)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"codec 'topk': k must be an integer >= 1, got {value!r}")
+    if not (isinstance(value, numbers.Integral) or float(value).is_integer()) or value < 1:
+        raise ValueError(f"codec 'topk': k must be an integer >= 1, got {value!r}")
+    return int(value)
 
 
 def get_codec(name: str, **params: int) -> Codec:
-    """The codec called ``name`` (``topk`` takes ``k``)."""
+    """Return the codec called ``name``.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`CODECS`.
+    **params : int
+        ``topk`` takes ``k`` (integer >= 1, default 2); the others take none.
+
+    Returns
+    -------
+    Codec
+        A frozen codec instance.
+
+    Raises
+    ------
+    ValueError
+        For an unknown codec name, or an unexpected or invalid parameter.
+    """
+    if not isinstance(name, str) or name not in CODECS:
+        raise ValueError(f"unknown codec {name!r} (choose from {', '.join(CODECS)})")
+    allowed = {"k"} if name == "topk" else set()
+    unexpected = sorted(set(params) - allowed)
+    if unexpected:
+        raise ValueError(f"codec '{name}' got unexpected parameter(s) {', '.join(unexpected)}")
     if name == "topk":
-        k = int(params.pop("k", 2))
-        if k < 1:
-            raise ValueError(f"codec 'topk': k must be >= 1, got {k}")
-        codec: Codec = TopK(k=k)
-    elif name == "fp32":
-        codec = Float("fp32", np.float32)
-    elif name == "fp16":
-        codec = Float("fp16", np.float16)
-    elif name == "int8":
-        codec = Int8()
-    elif name == "onebit":
-        codec = OneBit()
-    else:
-        raise ValueError(f"unknown codec '{name}' (choose from {', '.join(CODECS)})")
-    if params:
-        raise ValueError(f"codec '{name}' takes no parameter {', '.join(sorted(params))}")
-    return codec
+        return TopK(k=_topk_k(params.get("k", 2)))
+    if name == "fp32":
+        return Float("fp32", np.float32)
+    if name == "fp16":
+        return Float("fp16", np.float16)
+    if name == "int8":
+        return Int8()
+    return OneBit()
 
 
 def payload_nbytes(arrays: Mapping[str, np.ndarray]) -> int:
-    """Raw bytes of the arrays (Flower adds a small per-array header on the wire)."""
+    """Raw bytes of a payload's arrays.
+
+    Parameters
+    ----------
+    arrays : Mapping[str, np.ndarray]
+        An encoded payload.
+
+    Returns
+    -------
+    int
+        Sum of ``nbytes`` (Flower adds a small per-array header on the wire).
+    """
     return int(sum(np.asarray(a).nbytes for a in arrays.values()))

@@ -110,6 +110,16 @@ class PrivacyConfig:
 
 
 @dataclass(frozen=True)
+class FaultsConfig:
+    """Simulated faults (simulation only): adversarial clients and dropouts."""
+
+    adversarial_fraction: float = 0.0  # fraction of clients that poison their predictions
+    attack: str = "random"  # random | flip | constant | scale
+    attack_scale: float = 10.0
+    dropout: float = 0.0  # probability a sampled client fails a round
+
+
+@dataclass(frozen=True)
 class RuntimeConfig:
     """How the simulation runs."""
 
@@ -117,6 +127,7 @@ class RuntimeConfig:
     cpus_per_client: int = 1
     total_cpus: int = 2
     round_timeout: float = 600.0
+    max_failed_rounds: int = 3  # consecutive rounds below clients.min_replies: stop
 
 
 @dataclass(frozen=True)
@@ -129,6 +140,7 @@ class Config:
     clients: ClientsConfig = field(default_factory=ClientsConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    faults: FaultsConfig = field(default_factory=FaultsConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
 
@@ -355,3 +367,14 @@ def validate(cfg: Config) -> None:
         _require(p.pate.sigma > 0, "privacy.pate.sigma must be > 0")
     _require(r.backend in ("ray", "inprocess"), "runtime.backend must be ray or inprocess")
     _require(r.cpus_per_client >= 1, "runtime.cpus_per_client must be >= 1")
+    _require(r.max_failed_rounds >= 1, "runtime.max_failed_rounds must be >= 1")
+    f = cfg.faults
+    _require(
+        0 <= f.adversarial_fraction <= 1,
+        f"faults.adversarial_fraction must be in [0, 1], got {f.adversarial_fraction}",
+    )
+    _require(
+        f.attack in ("random", "flip", "constant", "scale"),
+        f"faults.attack must be random, flip, constant or scale, got '{f.attack}'",
+    )
+    _require(0 <= f.dropout < 1, f"faults.dropout must be in [0, 1), got {f.dropout}")

@@ -24,8 +24,12 @@ logger = logging.getLogger(__name__)
 LEDGER_FILE = "ledger.json"
 
 
-class BudgetReached(Exception):  # noqa: N818 - a stop signal, not an error
-    """The next round would exceed ``privacy.max_epsilon``; the run stops cleanly."""
+class RunStopped(Exception):  # noqa: N818 - a stop signal, not an error
+    """The run stops cleanly before its last round; the message says why."""
+
+
+class BudgetReached(RunStopped):
+    """The next round would exceed ``privacy.max_epsilon``."""
 
 
 class CentralMechanism:
@@ -37,6 +41,7 @@ class CentralMechanism:
         self.num_proxy = num_proxy  # PATE's worst-case budget check needs the query count
         self.mechs = set(cfg.privacy.mechanisms)
         self.ledger = PrivacyLedger()
+        self.client_eps: dict[int, float] = {}  # last DP-SGD ε each client reported
         self._rng: np.random.Generator | None = None
 
     @property
@@ -157,6 +162,18 @@ class CentralMechanism:
                 f"(ε = {spent:.3f} of {budget:g}, client level, δ = {self.client_delta:g})"
             )
 
+    def check_client_epsilon(self, client_id: int, metrics: dict[str, Any]) -> None:
+        """Refuse a reply whose DP-SGD ε is below what the client reported before."""
+        from fedkd.teacher import ReplyError
+
+        if "dpsgd-epsilon" not in metrics:
+            return
+        eps = float(metrics["dpsgd-epsilon"])
+        last = self.client_eps.get(client_id, 0.0)
+        if eps < last - 1e-9:
+            raise ReplyError(f"dpsgd-epsilon went down from {last:.6g} to {eps:.6g}")
+        self.client_eps[client_id] = eps
+
     def record_client_releases(self, server_round: int, metrics: list[dict[str, Any]]) -> None:
         """Copy the DP-SGD steps each client reports into the ledger."""
         for m in metrics:
@@ -220,8 +237,9 @@ class CentralMechanism:
 
     def state_dict(self) -> dict[str, Any]:
         """Checkpoint state: the ledger (the noise generator is deliberately not saved)."""
-        return {"ledger": self.ledger.to_dict()}
+        return {"ledger": self.ledger.to_dict(), "client_eps": dict(self.client_eps)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
         self.ledger = PrivacyLedger.from_dict(state["ledger"])
+        self.client_eps = {int(k): float(v) for k, v in state.get("client_eps", {}).items()}

@@ -14,30 +14,66 @@ class ReplyError(ValueError):
     """A client reply that is dropped (the message gives the reason)."""
 
 
+_DPSGD_KEYS = (
+    "dpsgd-epsilon",
+    "dpsgd-steps",
+    "dpsgd-noise",
+    "dpsgd-sample-rate",
+    "dpsgd-population",
+)
+
+
+def _number(metrics: Mapping[str, object], key: str) -> float:
+    value = metrics.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
+        raise ReplyError(f"metric {key} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def check_metrics(metrics: Mapping[str, object]) -> int:
+    """Validate a reply's metrics; return the client id.
+
+    ``client-id`` a non-negative integer, ``num-examples`` > 0, and the DP-SGD metrics
+    either all absent or all valid (ε ≥ 0, steps ≥ 0, σ > 0, q in (0, 1], N ≥ 1).
+    """
+    cid = _number(metrics, "client-id")
+    if cid < 0 or cid != int(cid):
+        raise ReplyError(f"metric client-id must be a non-negative integer, got {cid!r}")
+    if _number(metrics, "num-examples") <= 0:
+        raise ReplyError("metric num-examples must be > 0")
+    present = [k for k in _DPSGD_KEYS if k in metrics]
+    if present:
+        if len(present) != len(_DPSGD_KEYS):
+            missing = sorted(set(_DPSGD_KEYS) - set(present))
+            raise ReplyError(f"DP-SGD metrics incomplete: missing {', '.join(missing)}")
+        eps, steps = _number(metrics, "dpsgd-epsilon"), _number(metrics, "dpsgd-steps")
+        noise, rate = _number(metrics, "dpsgd-noise"), _number(metrics, "dpsgd-sample-rate")
+        if eps < 0 or steps < 0 or steps != int(steps):
+            raise ReplyError(f"DP-SGD metrics out of range (epsilon {eps}, steps {steps})")
+        if noise <= 0 or not 0 < rate <= 1 or _number(metrics, "dpsgd-population") < 1:
+            raise ReplyError("DP-SGD metrics out of range (noise, sample rate or population)")
+    return int(cid)
+
+
 def decode_reply(
     arrays: Mapping[str, np.ndarray],
     metrics: Mapping[str, object],
     codec: Codec,
     num_rows: int,
     num_classes: int,
-) -> np.ndarray:
-    """Decode one reply's predictions into (num_rows, num_classes) probabilities.
+) -> tuple[int, np.ndarray]:
+    """Validate one reply and decode its predictions.
 
-    Raises :class:`ReplyError` for anything malformed: codec payload (keys, dtype, shape,
-    range, finiteness) and metrics (positive finite ``num-examples``, non-negative ε).
+    Returns the client id and (num_rows, num_classes) probabilities. Raises
+    :class:`ReplyError` for anything malformed: metrics (:func:`check_metrics`) or codec
+    payload (keys, dtype, shape, range, finiteness).
     """
-    examples = metrics.get("num-examples")
-    if not isinstance(examples, int | float) or not np.isfinite(examples) or examples <= 0:
-        raise ReplyError(f"num-examples must be a positive number, got {examples!r}")
-    for key in ("epsilon", "dpsgd-epsilon"):
-        value = metrics.get(key)
-        if value is not None and (not isinstance(value, int | float) or not value >= 0):
-            raise ReplyError(f"{key} must be a non-negative number, got {value!r}")
+    cid = check_metrics(metrics)
     try:
         probs = codec.decode(arrays, num_rows, num_classes)
     except CodecError as err:
         raise ReplyError(f"predictions: {err}") from err
-    return probs
+    return cid, probs
 
 
 @dataclass

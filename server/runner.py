@@ -12,7 +12,7 @@ from flwr.serverapp import Grid
 
 from fedkd.clientdata import splits_for
 from fedkd.config import Config
-from fedkd.mechanisms import BudgetReached, CentralMechanism
+from fedkd.mechanisms import CentralMechanism, RunStopped
 from fedkd.plots import plot_run
 from fedkd.rundir import RunDir
 from fedkd.student import Student
@@ -93,7 +93,7 @@ def serve(grid: Grid, cfg: Config, run: RunDir, *, state_dir: str | None = None)
                 timeout=cfg.runtime.round_timeout,
                 evaluate_fn=strategy.evaluate,
             )
-        except BudgetReached as stop:
+        except RunStopped as stop:
             stopped = str(stop)
             logger.warning("%s", stop)
     final = rows[-1] if rows else {}

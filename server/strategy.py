@@ -22,7 +22,7 @@ from flwr.serverapp.strategy import Strategy
 from client.app import codec_for
 from fedkd import protocol as proto
 from fedkd.config import Config, to_dict
-from fedkd.mechanisms import BudgetReached, CentralMechanism
+from fedkd.mechanisms import BudgetReached, CentralMechanism, RunStopped
 from fedkd.student import Student
 from fedkd.teacher import ReplyError, TeacherCache, accuracy, decode_reply
 
@@ -70,6 +70,7 @@ class DistillStrategy(Strategy):
         self.nodes: dict[int, int] = {}  # client id -> node id
         self._round: dict[str, Any] = {}
         self.last_teacher = ArrayRecord()  # sent for the digest step; checkpointed
+        self.failed_rounds = 0  # consecutive rounds with too few valid replies
 
     # -- helpers --------------------------------------------------------------------------
     def _base_config(self, server_round: int) -> ConfigRecord:
@@ -106,12 +107,39 @@ class DistillStrategy(Strategy):
         logger.info("%d clients ready: ids %s", len(self.nodes), sorted(self.nodes))
         return self.nodes
 
+    def _validate(
+        self, reply: Message, num_rows: int, num_classes: int
+    ) -> tuple[int, np.ndarray, dict[str, Any]]:
+        """Check one reply's records, metrics and predictions (raises ReplyError)."""
+        content = reply.content
+        if set(content.array_records) != {proto.PREDICTIONS} or set(content.metric_records) != {
+            proto.METRICS
+        }:
+            raise ReplyError(
+                f"expected records {proto.PREDICTIONS!r} and {proto.METRICS!r}, got "
+                f"{sorted(content.array_records) + sorted(content.metric_records)}"
+            )
+        arrays = {k: v.numpy() for k, v in content[proto.PREDICTIONS].items()}
+        metrics = dict(content[proto.METRICS])
+        cid, probs = decode_reply(arrays, metrics, self.codec, num_rows, num_classes)
+        if cid not in self.nodes or self.nodes[cid] != reply.metadata.src_node_id:
+            raise ReplyError(
+                f"client-id {cid} does not belong to node {reply.metadata.src_node_id}"
+            )
+        self.mechanism.check_client_epsilon(cid, metrics)
+        return cid, probs, metrics
+
     # -- Flower strategy API --------------------------------------------------------------
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Sample clients, pick the round's proxy rows, send them plus last round's teacher."""
         rnd = self.first_round + server_round
+        if self.failed_rounds >= self.cfg.runtime.max_failed_rounds:
+            raise RunStopped(
+                f"stopped before round {rnd}: {self.failed_rounds} consecutive rounds had fewer "
+                f"than clients.min_replies={self.cfg.clients.min_replies} valid replies"
+            )
         if not self.nodes:
             self.discover(grid, self.cfg.runtime.round_timeout)
         c = self.cfg.clients
@@ -156,25 +184,18 @@ class DistillStrategy(Strategy):
             src = reply.metadata.src_node_id
             if reply.has_error():
                 dropped += 1
+                reason = (reply.error.reason or "").strip().splitlines() or [str(reply.error.code)]
                 logger.warning(
-                    "round %d: node %s replied with an error: %s",
-                    info["round"],
-                    src,
-                    reply.error.reason.strip().splitlines()[-1]
-                    if reply.error.reason
-                    else reply.error.code,
+                    "round %d: node %s replied with an error: %s", info["round"], src, reason[-1]
                 )
                 continue
             bytes_up[src] = proto.record_dict_bytes(reply.content.values())
             try:
-                arrays = {k: v.numpy() for k, v in reply.content[proto.PREDICTIONS].items()}
-                metrics = dict(reply.content[proto.METRICS])
-                probs = decode_reply(arrays, metrics, self.codec, len(idx), num_classes)
-            except (ReplyError, KeyError, TypeError, ValueError) as err:
+                cid, probs, metrics = self._validate(reply, len(idx), num_classes)
+            except ReplyError as err:
                 dropped += 1
                 logger.warning("round %d: dropped reply of node %s: %s", info["round"], src, err)
                 continue
-            cid = int(metrics.get(proto.CLIENT_ID, -1))
             accepted.append((cid, probs, float(metrics[proto.NUM_EXAMPLES]), metrics))
         accepted.sort(key=lambda t: t[0])  # deterministic order whatever the arrival order
         row: dict[str, Any] = {
@@ -191,6 +212,7 @@ class DistillStrategy(Strategy):
             preds = np.stack([p for _, p, _, _ in accepted])  # (K, M, C)
             weights = np.array([w for _, _, w, _ in accepted])
             rows, teacher = self.mechanism.teacher(info["round"], preds, weights, len(self.nodes))
+            self.failed_rounds = 0
             self.cache.update(idx[rows], teacher)
             row["teacher_accuracy"] = accuracy(teacher, self.splits.y_proxy[idx[rows]])
             row["answered"] = int(len(rows))
@@ -205,6 +227,7 @@ class DistillStrategy(Strategy):
             )
             self.last_teacher = teacher_record
         else:
+            self.failed_rounds += 1
             logger.warning(
                 "round %d: %d valid replies < clients.min_replies=%d, teacher unchanged",
                 info["round"],
@@ -252,4 +275,4 @@ class DistillStrategy(Strategy):
         )
 
 
-__all__ = ["BudgetReached", "DistillStrategy"]
+__all__ = ["BudgetReached", "DistillStrategy", "RunStopped"]
