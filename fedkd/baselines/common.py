@@ -1,0 +1,178 @@
+"""Shared plumbing of the baselines: data, run directory rows, summaries, byte counting."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import Message
+
+from fedkd.clientdata import partitions_for, splits_for
+from fedkd.config import Config
+from fedkd.protocol import record_dict_bytes
+from fedkd.rundir import RunDir, prepare
+from simulations.localgrid import LocalGrid
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BaselineData:
+    """The run's splits seen by a baseline: pooled private data, partitions, test set."""
+
+    x_private: np.ndarray
+    y_private: np.ndarray
+    parts: tuple[np.ndarray, ...]
+    x_test: np.ndarray
+    y_test: np.ndarray
+    input_shape: tuple[int, ...]
+    num_classes: int
+
+
+def load_data(cfg: Config) -> BaselineData:
+    """Splits and client partitions of ``cfg`` (the same ones fedkd's clients get).
+
+    Parameters
+    ----------
+    cfg : Config
+        The run configuration (``data``, ``seed``, ``clients.num_clients``).
+
+    Returns
+    -------
+    BaselineData
+        Pooled private data (the union of all client partitions), the partitions, test set.
+    """
+    splits = splits_for(cfg.data, cfg.seed)
+    parts = partitions_for(cfg.data, cfg.seed, cfg.clients.num_clients)
+    pooled = np.concatenate([np.asarray(p, dtype=np.int64) for p in parts])
+    return BaselineData(
+        x_private=splits.x_private[pooled],
+        y_private=splits.y_private[pooled],
+        parts=parts,
+        x_test=splits.x_test,
+        y_test=splits.y_test,
+        input_shape=tuple(splits.input_shape),
+        num_classes=int(splits.num_classes),
+    )
+
+
+def generator(seed: int, *stream: int) -> torch.Generator:
+    """A torch generator seeded from ``seed`` and a stream path (deterministic)."""
+    mixed = int(np.random.SeedSequence([int(seed), *[int(s) for s in stream]]).generate_state(1)[0])
+    return torch.Generator().manual_seed(mixed)
+
+
+@dataclass
+class Recorder:
+    """Collects per-round rows of a baseline run and writes them like fedkd does.
+
+    Rows carry the keys of fedkd's ``metrics.json`` (``round``, ``student_accuracy``,
+    ``student_loss``, ``teacher_accuracy``, ``bytes_up``, ``bytes_down``,
+    ``bytes_up_per_client``, ``clients``, ``seconds`` and ``epsilon_*``), so the sweep
+    reads every method the same way.
+    """
+
+    run: RunDir
+    method: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    t_start: float = field(default_factory=time.monotonic)
+    _t_last: float = field(default_factory=time.monotonic)
+
+    def add(self, row: dict[str, Any]) -> None:
+        """Append one round's row (``seconds`` is filled in) and rewrite the metrics files."""
+        now = time.monotonic()
+        full = {
+            "teacher_accuracy": float("nan"),
+            "bytes_up": 0,
+            "bytes_down": 0,
+            "bytes_up_per_client": {},
+            "clients": 0,
+            "dropped": 0,
+            "seconds": round(now - self._t_last, 3),
+            **row,
+        }
+        self._t_last = now
+        self.rows.append(full)
+        self.run.write_metrics(self.rows, {"method": self.method})
+        logger.info(
+            "%s round %d  acc %.4f  up %d B  down %d B%s",
+            self.method,
+            full["round"],
+            full["student_accuracy"],
+            full["bytes_up"],
+            full["bytes_down"],
+            "".join(f"  {k} {v:.3f}" for k, v in full.items() if k.startswith("epsilon_")),
+        )
+
+    def finish(self, extra: dict[str, Any] | None = None, stopped: str | None = None) -> dict:
+        """Write ``DONE`` with the summary (same keys as fedkd's) and return it."""
+        final = self.rows[-1] if self.rows else {}
+        summary: dict[str, Any] = {
+            "method": self.method,
+            "rounds_completed": int(final.get("round", 0)),
+            "student_accuracy": final.get("student_accuracy", float("nan")),
+            "stopped": stopped,
+            "seconds": round(time.monotonic() - self.t_start, 2),
+        }
+        summary.update({k: v for k, v in final.items() if k.startswith(("epsilon_", "delta_"))})
+        summary.update(extra or {})
+        self.run.mark_done(summary)
+        return summary
+
+
+def open_run(cfg: Config, out: str | Path, method: str) -> Recorder:
+    """A fresh run directory for a baseline (refuses a non-empty folder, like fedkd)."""
+    return Recorder(prepare(out, cfg, resume=False), method)
+
+
+class CountingGrid(LocalGrid):
+    """A :class:`~simulations.localgrid.LocalGrid` that counts bytes as fedkd does.
+
+    Downlink: the sum of ``count_bytes()`` of the records of every message pushed; uplink:
+    the same for every non-error reply, per source node. :meth:`take` returns and resets
+    the counters (one call per round).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.bytes_down = 0
+        self.bytes_up: dict[int, int] = {}
+
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:  # noqa: D102
+        messages = list(messages)
+        for msg in messages:
+            self.bytes_down += record_dict_bytes(msg.content.values())
+        return super().push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:  # noqa: D102
+        replies = super().pull_messages(message_ids)
+        for reply in replies:
+            if not reply.has_error():
+                src = int(reply.metadata.src_node_id)
+                self.bytes_up[src] = self.bytes_up.get(src, 0) + record_dict_bytes(
+                    reply.content.values()
+                )
+        return replies
+
+    def take(self) -> dict[str, Any]:
+        """Bytes moved since the last call, as fields of a metrics row."""
+        row = {
+            "bytes_up": int(sum(self.bytes_up.values())),
+            "bytes_down": int(self.bytes_down),
+            "bytes_up_per_client": {str(k): v for k, v in sorted(self.bytes_up.items())},
+            "clients": len(self.bytes_up),
+        }
+        self.bytes_down, self.bytes_up = 0, {}
+        return row
+
+
+def finite_or_nan(value: float) -> float:
+    """``value`` if finite, else nan (JSON-friendly summaries)."""
+    return float(value) if math.isfinite(value) else float("nan")
