@@ -77,3 +77,11 @@ def test_missing_and_malformed_files(tmp_path):
 def test_set_without_equals_is_refused():
     with pytest.raises(ConfigError, match="key=value"):
         parse_overrides(["rounds"])
+
+
+def test_exponent_without_dot_is_a_number():
+    # PyYAML follows YAML 1.1, where "1e-5" is a string; a float key accepts it anyway.
+    assert from_dict({"privacy": {"delta": "1e-5"}}).privacy.delta == 1e-5
+    assert from_dict({}, ["privacy.delta=1e-3"]).privacy.delta == 1e-3
+    with pytest.raises(ConfigError, match="privacy.delta"):
+        from_dict({"privacy": {"delta": "tiny"}})

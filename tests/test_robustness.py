@@ -1,0 +1,205 @@
+"""Bad replies are dropped and logged, never crash a round; simulated faults behave."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+
+from fedkd import attacks
+from fedkd.clientdata import splits_for
+from fedkd.compress import get_codec
+from fedkd.config import from_dict
+from fedkd.mechanisms import CentralMechanism
+from fedkd.student import Student
+from fedkd.teacher import TeacherCache
+from server.strategy import DistillStrategy
+
+NODES = {0: 100, 1: 101, 2: 102, 3: 103}
+M, C = 12, 10
+
+
+def _strategy(codec: str) -> DistillStrategy:
+    cfg = from_dict(
+        {"clients": {"num_clients": 4}, "distill": {"codec": codec, "epochs": 0, "student": "mlp"}}
+    )
+    splits = splits_for(cfg.data, cfg.seed)
+    strategy = DistillStrategy(
+        cfg,
+        splits,
+        CentralMechanism(cfg, len(splits.y_private), len(splits.x_proxy)),
+        Student(cfg, tuple(splits.input_shape), C),
+        TeacherCache.empty(len(splits.x_proxy), C),
+        on_round=lambda row: None,
+    )
+    strategy.nodes = dict(NODES)
+    return strategy
+
+
+def _reply(node: int, arrays: dict | None, metrics: dict | None, extra: bool = False) -> Message:
+    request = Message(
+        RecordDict({"c": ConfigRecord({"x": 1})}), dst_node_id=node, message_type="train"
+    )
+    records: dict = {}
+    if arrays is not None:
+        records["predictions"] = ArrayRecord({k: Array(v) for k, v in arrays.items()})
+    if metrics is not None:
+        records["metrics"] = MetricRecord(metrics)
+    if extra:
+        records["weights"] = ArrayRecord({"w": Array(np.zeros(3, np.float32))})
+    return Message(RecordDict(records), reply_to=request)
+
+
+def _valid(rng: np.random.Generator) -> np.ndarray:
+    z = rng.normal(size=(M, C))
+    e = np.exp(z)
+    return (e / e.sum(1, keepdims=True)).astype(np.float32)
+
+
+def _malformed(rng: np.random.Generator, codec: str) -> tuple[int, dict | None, dict | None, bool]:
+    """One reply that must be rejected: (node, arrays, metrics, extra record)."""
+    cid = int(rng.integers(0, 4))
+    node = NODES[cid]
+    good = get_codec(codec).encode(_valid(rng))
+    metrics = {"client-id": cid, "num-examples": 50}
+    key = next(iter(good))
+    kind = int(rng.integers(0, 16))
+    a = dict(good)
+    if kind == 0:
+        a[key] = np.full_like(a[key], np.nan) if a[key].dtype.kind == "f" else a[key][:0]
+    elif kind == 1:
+        a[key] = np.full(a[key].shape, np.inf, np.float32)
+    elif kind == 2:  # wrong shape
+        shape = list(a[key].shape)
+        shape[int(rng.integers(0, len(shape)))] += int(rng.integers(1, 5))
+        a[key] = np.zeros(shape, a[key].dtype)
+    elif kind == 3:  # wrong dtype
+        a[key] = a[key].astype(np.float64 if a[key].dtype != np.float64 else np.float32)
+    elif kind == 4:  # empty
+        a[key] = np.zeros((0,), a[key].dtype)
+    elif kind == 5:  # huge
+        a[key] = np.zeros((M * 50, C), np.float32)
+    elif kind == 6:  # negative probabilities / out of range values
+        a[key] = (-np.abs(a[key].astype(np.float32)) - 1).astype(a[key].dtype)
+    elif kind == 7:  # missing key
+        a = {"other": a[key]}
+    elif kind == 8:  # extra key
+        a["extra"] = np.zeros(3, np.float32)
+    elif kind == 9:
+        a = None  # no predictions record
+    elif kind == 10:
+        metrics = None  # no metrics record
+    elif kind == 11:
+        metrics["num-examples"] = float(rng.choice([0.0, -3.0, np.nan, np.inf]))
+    elif kind == 12:
+        metrics["client-id"] = int(rng.choice([-1, 7, (cid + 1) % 4]))  # foreign or unknown id
+    elif kind == 13:
+        metrics.update(
+            {
+                "dpsgd-epsilon": -1.0,
+                "dpsgd-steps": 3,
+                "dpsgd-noise": 1.0,
+                "dpsgd-sample-rate": 0.1,
+                "dpsgd-population": 50,
+            }
+        )
+    elif kind == 14:
+        metrics["dpsgd-epsilon"] = 0.5  # incomplete DP-SGD metrics
+    else:
+        return node, a, metrics, True  # a weights record smuggled in
+    if kind == 6 and codec in ("int8", "onebit"):  # unsigned payloads: corrupt differently
+        a[key] = np.zeros_like(a[key]) if codec == "onebit" else a[key]
+        if codec == "int8":
+            a["scale"] = np.full(M, -1.0, np.float16)
+    return node, a, metrics, False
+
+
+@pytest.mark.parametrize("codec", ["fp32", "fp16", "int8", "onebit", "topk"])
+def test_fuzzed_replies_are_all_rejected_and_logged(codec, caplog):
+    # Prepare: 2,000 malformed replies per codec (10,000 in all), mixed with valid ones.
+    rng = np.random.default_rng(["fp32", "fp16", "int8", "onebit", "topk"].index(codec))
+    strategy = _strategy(codec)
+    idx = np.arange(M)
+    caplog.set_level(logging.WARNING, logger="server.strategy")
+    bad_total = 0
+    for batch in range(40):
+        strategy._round = {"round": batch + 1, "idx": idx, "t0": 0.0, "bytes_down": 0}
+        replies = []
+        for _ in range(50):
+            node, arrays, metrics, extra = _malformed(rng, codec)
+            replies.append(_reply(node, arrays, metrics, extra))
+        bad_total += len(replies)
+        valid_cid = batch % 4
+        replies.append(
+            _reply(
+                NODES[valid_cid],
+                get_codec(codec).encode(_valid(rng)),
+                {"client-id": valid_cid, "num-examples": 10},
+            )
+        )
+        # Execute: no exception may escape.
+        teacher, _ = strategy.aggregate_train(batch + 1, replies)
+        # Assert: exactly the valid reply was used.
+        row = strategy._round["row"]
+        assert row["clients"] == 1 and row["dropped"] == 50
+        assert teacher is not None and np.all(np.isfinite(teacher["probs"].numpy()))
+    dropped_logs = [r for r in caplog.records if "dropped reply" in r.getMessage()]
+    assert len(dropped_logs) == bad_total == 2000
+
+
+def test_too_few_valid_replies_leave_teacher_unchanged_then_stop():
+    from fedkd.mechanisms import RunStopped
+
+    strategy = _strategy("fp32")
+    strategy._round = {"round": 1, "idx": np.arange(M), "t0": 0.0, "bytes_down": 0}
+    for _ in range(3):
+        teacher, _ = strategy.aggregate_train(1, [_reply(100, None, None)])
+        assert teacher is None
+    with pytest.raises(RunStopped, match="3 consecutive rounds"):
+        list(strategy.configure_train(2, ArrayRecord(), ConfigRecord(), grid=None))
+
+
+def test_attacks_change_predictions_as_documented():
+    rng = np.random.default_rng(0)
+    honest = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], np.float32)
+    assert np.array_equal(attacks.attack(honest, "constant", rng).argmax(1), [1, 0])
+    assert np.allclose(attacks.attack(honest, "flip", rng), np.roll(honest, 1, axis=1))
+    assert np.allclose(attacks.attack(honest, "scale", rng, 10.0), honest * 10)
+    rnd = attacks.attack(honest, "random", rng)
+    assert np.allclose(rnd.sum(1), 1.0) and not np.allclose(rnd, honest)
+
+
+def test_adversaries_and_dropouts_are_seeded_fractions():
+    assert len(attacks.adversaries(20, 0.2, seed=1)) == 4
+    assert attacks.adversaries(20, 0.2, seed=1) == attacks.adversaries(20, 0.2, seed=1)
+    drops = [attacks.drops_out(3, r, c, 0.3) for r in range(50) for c in range(20)]
+    assert 0.25 < np.mean(drops) < 0.35
+    assert not any(attacks.drops_out(3, r, 0, 0.0) for r in range(50))
+
+
+def test_dropouts_release_nothing_and_the_run_completes(tmp_path):
+    from simulations.runner import simulate
+
+    cfg = from_dict(
+        {
+            "rounds": 3,
+            "clients": {"num_clients": 5, "local_epochs": 1},
+            "distill": {"epochs": 1, "proxy_per_round": 30},
+            "privacy": {"mechanisms": ["dpsgd"], "dpsgd": {"noise_multiplier": 1.0}, "delta": 1e-3},
+            "faults": {"dropout": 0.4},
+            "runtime": {"backend": "inprocess"},
+        }
+    )
+    summary = simulate(cfg, tmp_path / "run")
+    import json
+
+    rows = json.loads((tmp_path / "run" / "metrics.json").read_text())["rounds"]
+    ledger = json.loads((tmp_path / "run" / "ledger.json").read_text())
+    assert summary["rounds_completed"] == 3
+    dropped = sum(r["dropped"] for r in rows)
+    answered = sum(r["clients"] for r in rows)
+    assert dropped > 0 and answered + dropped == 15
+    # One DP-SGD ledger entry per answered client-round, none for dropped ones.
+    assert len(ledger["releases"]) == answered
