@@ -1,0 +1,197 @@
+"""Turn one target ε into each method's noise settings (for sweeps over ε).
+
+The config has a target-ε key only for DP-SGD (``privacy.dpsgd.target_epsilon``). For the
+client-level paths the noise is calibrated here, once, for the whole planned run, and
+written into the existing keys:
+
+* ``fedkd`` + ``dpsgd`` / ``central-dpsgd``: ``privacy.dpsgd.target_epsilon = ε``
+  (example level, δ = ``privacy.delta``; fedkd and the baseline calibrate σ themselves).
+* ``fedkd`` + ``gaussian``: ``privacy.gaussian.noise_multiplier`` so that ``rounds``
+  Poisson-subsampled Gaussian releases (rate ``clients.sample_rate`` with Poisson sampling,
+  else 1) reach ε by RDP at the client-level δ.
+* ``fedkd`` + ``pate``: ``privacy.pate.sigma`` (and ``sigma_threshold`` when a threshold is
+  set, equal to it) for the worst case in which every query of every round is checked and
+  answered: ``rounds × queries`` GNMax releases with noise multiplier σ/√2 (sensitivity
+  √2) plus as many threshold checks with σ (see :mod:`fedkd.privacy.accounting`).
+* ``dp-fedavg``: ``privacy.gaussian.noise_multiplier`` so that ``rounds`` Gaussian releases
+  *without* sampling amplification reach ε (the only accounted mode of Flower's fixed
+  clipping wrapper), checked with Flower's ``RdpAccountant`` itself.
+
+Every calibration is conservative (the resulting ε is at most the target).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from fedkd.config import ConfigError
+
+_SQRT2 = math.sqrt(2.0)
+
+
+def _get(raw: Mapping[str, Any], dotted: str, default: Any = None) -> Any:
+    node: Any = raw
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def _set(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = raw
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+def _search(eps_of: Callable[[float], float], target: float) -> float:
+    """Smallest σ (to 0.1 %) with ``eps_of(σ) <= target``; ``eps_of`` decreases in σ."""
+    lo, hi = 1e-2, 1.0
+    while eps_of(hi) > target:
+        lo, hi = hi, hi * 2
+        if hi > 1e7:
+            raise ConfigError(f"cannot reach ε={target:g}: noise would exceed 1e7")
+    while hi - lo > 1e-3 * hi:
+        mid = 0.5 * (lo + hi)
+        if eps_of(mid) > target:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+def _rdp_eps(parts: list[tuple[float, float, int]], delta: float) -> float:
+    """ε by RDP of composed ``(z, q, count)`` sampled-Gaussian components (fedkd's orders)."""
+    import numpy as np
+    from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
+
+    from fedkd.privacy.accounting import DEFAULT_ORDERS
+
+    orders = list(DEFAULT_ORDERS)
+    total = np.zeros(len(orders))
+    for z, q, count in parts:
+        total += np.asarray(compute_rdp(q=q, noise_multiplier=z, steps=count, orders=orders))
+    eps, _ = get_privacy_spent(orders=orders, rdp=total, delta=delta)
+    return float(eps)
+
+
+def client_delta(raw: Mapping[str, Any]) -> float:
+    """The client-level δ the run will report (``privacy.client_delta``, else ``delta``)."""
+    value = _get(raw, "privacy.client_delta")
+    return float(value if value is not None else _get(raw, "privacy.delta", 1e-5))
+
+
+def gaussian_sigma(epsilon: float, delta: float, rounds: int, sample_rate: float) -> float:
+    """σ of fedkd's central Gaussian mechanism for ``rounds`` releases at rate q."""
+    return _search(lambda z: _rdp_eps([(z, sample_rate, rounds)], delta), epsilon)
+
+
+def pate_sigma(
+    epsilon: float, delta: float, queries: int, sample_rate: float, threshold: bool
+) -> float:
+    """σ (= σ2 = σ1) of PATE for ``queries`` queries, all answered (worst case)."""
+
+    def eps_of(s: float) -> float:
+        parts = [(s / _SQRT2, sample_rate, queries)]
+        if threshold:
+            parts.append((s, sample_rate, queries))
+        return _rdp_eps(parts, delta)
+
+    return _search(eps_of, epsilon)
+
+
+def dp_fedavg_sigma(epsilon: float, delta: float, rounds: int, population: int) -> float:
+    """σ of DP-FedAvg for ``rounds`` releases, no amplification, by Flower's RdpAccountant."""
+    from flwr.serverapp import (
+        GaussianPrivacyEvent,
+        NeighboringRelation,
+        PrivacyConfig,
+        RdpAccountant,
+        SamplingMethod,
+    )
+
+    def eps_of(z: float) -> float:
+        acc = RdpAccountant(
+            PrivacyConfig(
+                target_delta=delta,
+                population_size=population,
+                neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
+                sampling_method=SamplingMethod.NO_AMPLIFICATION,
+            )
+        )
+        acc.compose(GaussianPrivacyEvent(z, population, population), count=rounds)
+        return float(acc.get_epsilon(delta))
+
+    return _search(eps_of, epsilon)
+
+
+def apply_epsilon(method: str, raw: dict[str, Any], epsilon: float) -> dict[str, Any]:
+    """Write the noise settings that give target ``epsilon`` into the raw config ``raw``.
+
+    Parameters
+    ----------
+    method : str
+        One of :data:`fedkd.baselines.METHODS`.
+    raw : dict
+        Nested raw config (modified in place and returned).
+    epsilon : float
+        Target ε; ``inf`` means non-private: ``privacy.mechanisms`` is emptied (a private
+        baseline then runs with no noise would be meaningless, so ``central-dpsgd`` and
+        ``dp-fedavg`` refuse ``inf``: sweep ``central`` / ``fedavg`` instead).
+
+    Returns
+    -------
+    dict
+        ``raw``.
+
+    Raises
+    ------
+    ConfigError
+        For a method that has no privacy knob, or ``inf`` for a private baseline.
+    """
+    rounds = int(_get(raw, "rounds", 20))
+    mechs = list(_get(raw, "privacy.mechanisms", []) or [])
+    if isinstance(mechs, str):
+        mechs = [mechs]
+    if math.isinf(epsilon):
+        if method in ("central-dpsgd", "dp-fedavg"):
+            raise ConfigError(f"epsilon=inf for {method}: sweep the non-private baseline instead")
+        if method == "fedkd":
+            _set(raw, "privacy.mechanisms", [])
+        return raw
+    if not epsilon > 0:
+        raise ConfigError(f"epsilon must be > 0, got {epsilon}")
+    if method == "central-dpsgd" or (method == "fedkd" and "dpsgd" in mechs):
+        _set(raw, "privacy.dpsgd.target_epsilon", float(epsilon))
+        _set(raw, "privacy.dpsgd.noise_multiplier", None)
+    if method in ("central", "local", "fedavg"):
+        raise ConfigError(f"method {method} is non-private; it takes no epsilon")
+    n = int(_get(raw, "clients.num_clients", 10))
+    if method == "dp-fedavg":
+        sigma = dp_fedavg_sigma(epsilon, client_delta(raw), rounds, n)
+        _set(raw, "privacy.gaussian.noise_multiplier", sigma)
+        return raw
+    if method == "fedkd" and ("gaussian" in mechs or "pate" in mechs):
+        poisson = _get(raw, "clients.sampling", "all") == "poisson"
+        q = float(_get(raw, "clients.sample_rate", 1.0)) if poisson else 1.0
+        if "gaussian" in mechs:
+            sigma = gaussian_sigma(epsilon, client_delta(raw), rounds, q)
+            _set(raw, "privacy.gaussian.noise_multiplier", sigma)
+        else:
+            threshold = _get(raw, "privacy.pate.threshold") is not None
+            per_round = int(_get(raw, "distill.proxy_per_round", 0) or 0)
+            if per_round <= 0:
+                raise ConfigError(
+                    "epsilon for pate needs distill.proxy_per_round > 0 (queries per round)"
+                )
+            sigma = pate_sigma(epsilon, client_delta(raw), rounds * per_round, q, threshold)
+            _set(raw, "privacy.pate.sigma", sigma)
+            if threshold:
+                _set(raw, "privacy.pate.sigma_threshold", sigma)
+    elif method == "fedkd" and not mechs:
+        raise ConfigError("epsilon for fedkd needs privacy.mechanisms (dpsgd, gaussian or pate)")
+    return raw

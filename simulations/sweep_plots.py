@@ -1,0 +1,197 @@
+"""Plots of a sweep (matplotlib, Agg): accuracy vs ε, vs round, vs uplink bytes.
+
+Series are ``method / mechanism``. Seeds are averaged (mean ± std). In the ε plot the
+non-private point (ε = ∞, drawn at the right edge) of a private series is its non-private
+counterpart: fedkd without mechanisms for fedkd, ``central`` for ``central-dpsgd``,
+``fedavg`` for ``dp-fedavg``; ``local`` is a dashed reference line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+_NON_PRIVATE_TWIN = {"central-dpsgd": "central", "dp-fedavg": "fedavg"}
+_SCOPE = {"dpsgd": "example", "gaussian": "client", "pate": "client"}
+
+
+def _num(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def series_label(row: dict[str, Any]) -> str:
+    """Legend label of a results row, e.g. ``fedkd / dpsgd (example-level)``."""
+    mech = row["mechanism"]
+    if mech == "none":
+        return str(row["method"])
+    scope = _SCOPE.get(mech.split("+")[0], "")
+    return f"{row['method']} / {mech} ({scope}-level)" if scope else f"{row['method']} / {mech}"
+
+
+def _done(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in rows if r.get("status") == "done"]
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    arr = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
+    if not len(arr):
+        return float("nan"), float("nan")
+    return float(arr.mean()), float(arr.std())
+
+
+def plot_accuracy_vs_epsilon(rows: list[dict[str, Any]], path: Path) -> None:
+    """Final accuracy against target ε, one line per private series, mean ± std over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = _done(rows)
+    private = [r for r in done if r["mechanism"] != "none"]
+    eps_values = sorted({_num(r["target_epsilon"]) for r in private} - {math.inf})
+    eps_values = [e for e in eps_values if math.isfinite(e)]
+    if not eps_values:
+        logger.info("no private cells: skipping %s", path.name)
+        return
+    inf_x = max(eps_values) * 2
+    non_private: dict[str, list[float]] = defaultdict(list)
+    for r in done:
+        if r["mechanism"] == "none":
+            non_private[r["method"]].append(_num(r["student_accuracy"]))
+    groups: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in private:
+        groups[series_label(r)][_num(r["target_epsilon"])].append(_num(r["student_accuracy"]))
+    method_of = {series_label(r): r["method"] for r in private}
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for label, by_eps in sorted(groups.items()):
+        xs = sorted(by_eps)
+        stats = [_mean_std(by_eps[x]) for x in xs]
+        twin = _NON_PRIVATE_TWIN.get(method_of[label], method_of[label])
+        if non_private.get(twin):
+            xs = [*xs, inf_x]
+            stats.append(_mean_std(non_private[twin]))
+        means, stds = zip(*stats, strict=True)
+        style = "--" if "client" in label else "-"
+        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, linestyle=style, label=label)
+    for method in ("local",):
+        if non_private.get(method):
+            mean, _ = _mean_std(non_private[method])
+            ax.axhline(mean, color="grey", linestyle=":", label=f"{method} (non-private)")
+    ax.set_xscale("log", base=2)
+    ticks = [*eps_values, inf_x]
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([f"{e:g}" for e in eps_values] + ["∞"])
+    ax.set_xlabel("target ε (example-level δ for dpsgd, client-level δ otherwise)")
+    ax.set_ylabel("final test accuracy")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("accuracy vs privacy budget (mean ± std over seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _curves(out: Path, rows: list[dict[str, Any]]) -> dict[tuple[str, float], list[list[dict]]]:
+    """Per (series, target ε): the metrics rows of every seed's run."""
+    curves: dict[tuple[str, float], list[list[dict]]] = defaultdict(list)
+    for r in _done(rows):
+        metrics = out / r["cell"] / "metrics.json"
+        if metrics.exists():
+            rounds = json.loads(metrics.read_text())["rounds"]
+            curves[(series_label(r), _num(r["target_epsilon"]))].append(rounds)
+    return curves
+
+
+def _panels(curves: dict[tuple[str, float], Any]) -> list[float]:
+    eps = sorted({e for _, e in curves}, key=lambda e: (math.isnan(e), e))
+    return eps
+
+
+def plot_accuracy_vs_round(out: Path, rows: list[dict[str, Any]], path: Path) -> None:
+    """Test accuracy per round, one panel per target ε, mean over seeds."""
+    _plot_curves(out, rows, path, x_key="round")
+
+
+def plot_accuracy_vs_bytes(out: Path, rows: list[dict[str, Any]], path: Path) -> None:
+    """Test accuracy against cumulative uplink bytes, one panel per target ε (log x)."""
+    _plot_curves(out, rows, path, x_key="bytes_up")
+
+
+def _plot_curves(out: Path, rows: list[dict[str, Any]], path: Path, *, x_key: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = _curves(out, rows)
+    if x_key == "bytes_up":  # nothing is sent by central / local
+        curves = {
+            k: v for k, v in curves.items() if any(r.get("bytes_up", 0) for run in v for r in run)
+        }
+    if not curves:
+        return
+    panels = _panels(curves)
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(4.2 * len(panels), 4.0), squeeze=False, sharey=True
+    )
+    for ax, eps in zip(axes[0], panels, strict=True):
+        for (label, e), runs in sorted(curves.items()):
+            if not (e == eps or (math.isnan(e) and math.isnan(eps))):
+                continue
+            length = min(len(run) for run in runs)
+            if length == 0:
+                continue
+            acc = np.array([[_num(r["student_accuracy"]) for r in run[:length]] for run in runs])
+            if x_key == "round":
+                xs = np.array([r["round"] for r in runs[0][:length]])
+            else:
+                xs = np.mean(
+                    [np.cumsum([r.get("bytes_up", 0) for r in run[:length]]) for run in runs],
+                    axis=0,
+                )
+            ax.plot(xs, np.nanmean(acc, axis=0), marker=".", label=label)
+        title = "non-private" if math.isinf(eps) else f"ε = {eps:g}"
+        ax.set_title(title)
+        ax.set_xlabel("round" if x_key == "round" else "cumulative uplink bytes (all clients)")
+        if x_key == "bytes_up":
+            ax.set_xscale("log")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, loc="lower right")
+    axes[0][0].set_ylabel("test accuracy (mean over seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_sweep(out: str | Path, rows: list[dict[str, Any]]) -> list[Path]:
+    """Draw the three sweep plots into ``out``; return the files written."""
+    out = Path(out)
+    written = []
+    for name, draw in (
+        ("accuracy_vs_epsilon.png", lambda p: plot_accuracy_vs_epsilon(rows, p)),
+        ("accuracy_vs_round.png", lambda p: plot_accuracy_vs_round(out, rows, p)),
+        ("accuracy_vs_uplink_bytes.png", lambda p: plot_accuracy_vs_bytes(out, rows, p)),
+    ):
+        path = out / name
+        try:
+            draw(path)
+        except Exception:  # noqa: BLE001 - a plot must never lose the results
+            logger.exception("could not draw %s", name)
+            continue
+        if path.exists():
+            written.append(path)
+    logger.info("plots: %s", ", ".join(p.name for p in written) or "none")
+    return written
