@@ -17,6 +17,7 @@ from collections.abc import Callable
 import numpy as np
 
 _EPS = 1e-12
+_PROB_TOL = 1e-6  # float rounding allowance above 1 for client probabilities
 
 #: Keyword parameters each rule accepts (rules not listed take none).
 RULE_PARAMS: dict[str, frozenset[str]] = {
@@ -44,7 +45,7 @@ def _check_preds(preds: np.ndarray) -> np.ndarray:
     ------
     ValueError
         If ``preds`` is not numeric, not 3-D, has no client or no class, or holds
-        negative, NaN or infinite values.
+        NaN, infinite or values outside [0, 1].
     """
     try:
         p = np.asarray(preds, dtype=np.float64)
@@ -54,8 +55,8 @@ def _check_preds(preds: np.ndarray) -> np.ndarray:
         raise ValueError(f"preds must have shape (K>=1, N, C>=1), got {p.shape}")
     if not np.all(np.isfinite(p)):
         raise ValueError("preds must be finite (no NaN or Inf)")
-    if np.any(p < 0):
-        raise ValueError("preds must be non-negative probabilities")
+    if np.any(p < 0) or np.any(p > 1 + _PROB_TOL):
+        raise ValueError("preds must be probabilities in [0, 1]")
     return p
 
 
@@ -72,7 +73,8 @@ def _check_weights(weights: np.ndarray | None, num_clients: int) -> np.ndarray:
     Returns
     -------
     np.ndarray
-        float64 weights of shape (K,) (all ones for ``None``).
+        float64 weights of shape (K,), all ones for ``None``, else divided by their
+        maximum (no rule depends on the scale, and sums of huge weights cannot overflow).
 
     Raises
     ------
@@ -91,7 +93,8 @@ def _check_weights(weights: np.ndarray | None, num_clients: int) -> np.ndarray:
         raise ValueError("weights must be finite (no NaN or Inf)")
     if np.any(w < 0):
         raise ValueError("weights must be non-negative")
-    return w
+    top = w.max()
+    return w / top if top > 0 else w
 
 
 def _check_inputs(preds: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:

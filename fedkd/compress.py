@@ -134,11 +134,13 @@ def _get(arrays: Mapping[str, np.ndarray], keys: frozenset[str]) -> dict[str, np
         raise CodecError(f"payload must be a mapping of arrays, got {type(arrays).__name__}")
     try:
         got = set(arrays.keys())
-        out = {k: arrays[k] for k in keys if k in got}
-    except Exception as err:  # a broken Mapping: any failure is a malformed payload
+        if got != keys:
+            raise CodecError(f"expected arrays {sorted(keys)}, got {sorted(map(str, got))}")
+        out = {k: arrays[k] for k in keys}
+    except CodecError:
+        raise
+    except Exception as err:  # a broken Mapping or key: any failure is a malformed payload
         raise CodecError(f"payload cannot be read: {type(err).__name__}") from err
-    if got != keys:
-        raise CodecError(f"expected arrays {sorted(keys)}, got {sorted(map(repr, got))}")
     for k, a in out.items():
         if not isinstance(a, np.ndarray):
             raise CodecError(f"'{k}' is not a numpy array (got {type(a).__name__})")
