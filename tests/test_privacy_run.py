@@ -1,0 +1,153 @@
+"""Privacy end to end: reported ε comes from the ledger; budgets stop runs; replies stay small."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from fedkd.config import ConfigError, from_dict
+from fedkd.privacy.accounting import epsilon
+from fedkd.privacy.ledger import PrivacyLedger
+from simulations.cli import main
+from simulations.preflight import preflight
+from simulations.privacy_report import privacy_table
+from simulations.runner import simulate
+
+SMALL = {
+    "rounds": 3,
+    "clients": {"num_clients": 4, "local_epochs": 1},
+    "distill": {"epochs": 1, "proxy_per_round": 40},
+    "runtime": {"backend": "inprocess"},
+}
+
+
+def _rows(run):
+    return json.loads((run / "metrics.json").read_text())["rounds"]
+
+
+def test_dpsgd_epsilon_reported_equals_ledger_recomputation(tmp_path):
+    cfg = from_dict(
+        SMALL,
+        ["privacy.mechanisms=[dpsgd]", "privacy.dpsgd.target_epsilon=4.0", "privacy.delta=1e-3"],
+    )
+    summary = simulate(cfg, tmp_path / "r")
+    ledger = PrivacyLedger.load(tmp_path / "r" / "ledger.json")
+    per_client = {s: epsilon(ledger.for_subject(s), 1e-3, "prv") for s in ledger.subjects()}
+    assert len(per_client) == 4
+    assert summary["epsilon_example"] == pytest.approx(max(per_client.values()), rel=1e-9)
+    assert _rows(tmp_path / "r")[-1]["epsilon_example"] == pytest.approx(summary["epsilon_example"])
+    # Calibrated once for the whole run: the final ε meets the target without exceeding it.
+    assert 3.0 < summary["epsilon_example"] <= 4.0 + 0.05
+    # ε is cumulative: it grows round by round.
+    eps = [r["epsilon_example"] for r in _rows(tmp_path / "r")]
+    assert eps == sorted(eps) and eps[0] < eps[-1]
+    table = privacy_table(tmp_path / "r")
+    assert table[0]["scope"] == "example"
+    assert table[0]["eps_pld"] <= table[0]["eps_rdp"]
+
+
+def test_gaussian_budget_stops_the_run_cleanly_and_keeps_results(tmp_path, capsys):
+    sets = [
+        "privacy.mechanisms=[gaussian]",
+        "privacy.gaussian.noise_multiplier=1.0",
+        "privacy.max_epsilon=12",
+        "rounds=10",
+        "privacy.delta=1e-3",
+    ]
+    cfg = from_dict(SMALL, sets)
+    summary = simulate(cfg, tmp_path / "g")
+    rows = _rows(tmp_path / "g")
+    assert summary["stopped"].startswith(f"privacy budget reached at round {len(rows) + 1}")
+    assert 1 <= len(rows) < 10
+    assert rows[-1]["epsilon_client"] <= 12
+    ledger = PrivacyLedger.load(tmp_path / "g" / "ledger.json")
+    assert len(ledger) == len(rows)
+    assert epsilon(ledger.releases, 1e-3, "rdp") == pytest.approx(rows[-1]["epsilon_client"])
+
+
+def test_pate_votes_travel_as_one_bit_and_unanswered_rows_are_not_distilled(tmp_path):
+    sets = [
+        "privacy.mechanisms=[pate]",
+        "privacy.pate.sigma=0.5",
+        "privacy.pate.threshold=3.5",
+        "privacy.pate.sigma_threshold=0.5",
+        "privacy.delta=1e-3",
+    ]
+    simulate(from_dict(SMALL, sets), tmp_path / "p")
+    rows = _rows(tmp_path / "p")
+    per_client = [v for r in rows for v in r["bytes_up_per_client"].values()]
+    assert max(per_client) < 40 * 10 / 8 + 400  # packed votes plus record overhead
+    assert all(0 <= r["answered"] <= 40 for r in rows)
+    ledger = PrivacyLedger.load(tmp_path / "p" / "ledger.json")
+    assert [r.steps for r in ledger.releases] == [r["answered"] for r in rows]
+    assert all(r.threshold_checks == 40 for r in ledger.releases)
+
+
+def test_delta_not_below_one_over_n_is_refused_at_start(tmp_path, capsys):
+    cfg = from_dict(
+        SMALL,
+        ["privacy.mechanisms=[dpsgd]", "privacy.dpsgd.noise_multiplier=1.0", "privacy.delta=0.1"],
+    )
+    with pytest.raises(ConfigError, match=r"privacy.delta.*1/N"):
+        preflight(cfg)
+
+
+def test_privacy_command_prints_the_table(tmp_path, capsys):
+    cfg = from_dict(
+        SMALL,
+        [
+            "privacy.mechanisms=[dpsgd, gaussian]",
+            "privacy.dpsgd.noise_multiplier=1.0",
+            "privacy.gaussian.noise_multiplier=2.0",
+            "rounds=2",
+            "privacy.delta=1e-3",
+        ],
+    )
+    simulate(cfg, tmp_path / "both")
+    capsys.readouterr()
+    assert main(["privacy", str(tmp_path / "both")]) == 0
+    out = capsys.readouterr().out
+    assert "example" in out and "client" in out and "dpsgd" in out and "gaussian" in out
+    assert main(["privacy", str(tmp_path / "nothing")]) == 2
+
+
+def test_dp_reply_holds_only_predictions_and_metrics(tmp_path):
+    import json as _json
+
+    from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+
+    from client.app import app
+    from fedkd.config import to_dict
+
+    cfg = from_dict(
+        SMALL,
+        ["privacy.mechanisms=[dpsgd]", "privacy.dpsgd.noise_multiplier=1.0", "privacy.delta=1e-3"],
+    )
+    msg = Message(
+        RecordDict(
+            {
+                "config": ConfigRecord(
+                    {"server-round": 1, "fedkd-config": _json.dumps(to_dict(cfg))}
+                ),
+                "proxy": ArrayRecord({"idx": Array(np.arange(40, dtype=np.int32))}),
+            }
+        ),
+        dst_node_id=1,
+        message_type="train",
+    )
+    ctx = Context(
+        run_id=1,
+        node_id=1,
+        node_config={"partition-id": 0, "num-partitions": 4},
+        state=RecordDict(),
+        run_config={},
+    )
+    reply = app(msg, ctx)
+    assert not reply.has_error()
+    assert set(reply.content.array_records) == {"predictions"}
+    assert set(reply.content.metric_records) == {"metrics"}
+    assert not reply.content.config_records
+    assert [a.numpy().shape for a in reply.content["predictions"].values()] == [(40, 10)]
+    assert reply.content["metrics"]["dpsgd-epsilon"] > 0
