@@ -245,13 +245,22 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _name_value(key: str, value: Any) -> Any:
+    if key == "epsilon":
+        try:
+            return _epsilon(value)
+        except ConfigError:
+            return value
+    return value
+
+
 def cell_name(values: Mapping[str, Any]) -> str:
     """Deterministic directory name of a cell from its swept values.
 
     ``{"method": "fedkd", "epsilon": 1.0, "seed": 0}`` -> ``method=fedkd__epsilon=1__seed=0``.
     Unsafe characters become ``_``; names over 120 characters are shortened with a hash.
     """
-    text = "__".join(f"{key}={_fmt(value)}" for key, value in values.items())
+    text = "__".join(f"{key}={_fmt(_name_value(key, value))}" for key, value in values.items())
     text = re.sub(r"[^A-Za-z0-9._+=-]", "_", text)
     if len(text) > 120:
         import hashlib

@@ -36,7 +36,7 @@ def _check_run(path, rounds=2):
     rows = run.read_metrics()
     assert [r["round"] for r in rows][-1] == rounds == summary["rounds_completed"]
     for row in rows:
-        assert ROW_KEYS <= set(row)
+        assert set(row) >= ROW_KEYS
         assert 0.0 <= row["student_accuracy"] <= 1.0
     assert summary["student_accuracy"] == rows[-1]["student_accuracy"]
     assert run.read_config() == from_dict(TINY)
@@ -110,7 +110,9 @@ def test_calibration_is_conservative():
 
     sigma = gaussian_sigma(2.0, 1e-3, 10, 0.5)
     acc = make_flower_accountant(20, 1e-3)
-    acc.compose(GaussianPrivacyEvent(noise_multiplier=sigma, sample_size=10, population_size=20), 10)
+    acc.compose(
+        GaussianPrivacyEvent(noise_multiplier=sigma, sample_size=10, population_size=20), 10
+    )
     assert 1.9 < acc.get_epsilon(1e-3) <= 2.0 + 1e-6
     assert dp_fedavg_sigma(1.0, 1e-3, 5, 10) > dp_fedavg_sigma(4.0, 1e-3, 5, 10)
 

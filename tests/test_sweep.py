@@ -1,0 +1,227 @@
+"""``fedkd sweep``: grid expansion, resume logic, results.csv schema, the command line."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+import yaml
+
+import simulations.sweep as sweep
+from fedkd.config import ConfigError
+from fedkd.rundir import RunDir
+from simulations.sweep import RESULT_COLUMNS, cell_name, expand, parse_spec, run_sweep
+
+BASE = {
+    "seed": 0,
+    "rounds": 1,
+    "data": {"source": "digits"},
+    "clients": {"num_clients": 3, "local_epochs": 1, "models": ["mlp"]},
+    "distill": {"student": "mlp", "proxy_per_round": 20, "epochs": 1},
+    "privacy": {"client_delta": 0.1},
+    "runtime": {"backend": "inprocess"},
+}
+
+
+def _spec(grid, **extra):
+    return parse_spec({"base": BASE, "grid": grid, **extra})
+
+
+def test_grid_is_the_cartesian_product_in_order():
+    cells = expand(_spec({"clients.lr": [0.1, 0.2], "seed": [0, 1, 2]}))
+    assert len(cells) == 6
+    assert [c.name for c in cells[:2]] == ["clients.lr=0.1__seed=0", "clients.lr=0.1__seed=1"]
+    assert {(c.config.clients.lr, c.config.seed) for c in cells} == {
+        (lr, s) for lr in (0.1, 0.2) for s in (0, 1, 2)
+    }
+    assert all(c.method == "fedkd" for c in cells)
+    assert [c.name for c in expand(_spec({"clients.lr": [0.1, 0.2], "seed": [0, 1, 2]}))] == [
+        c.name for c in cells
+    ]  # deterministic
+
+
+def test_grids_union_set_and_per_method_overrides():
+    spec = parse_spec(
+        {
+            "base": BASE,
+            "set": {"rounds": 3},
+            "per_method": {"dp-fedavg": {"privacy.gaussian.clip_norm": 7.0}},
+            "grids": [
+                {
+                    "method": ["fedkd"],
+                    "privacy.mechanisms": [["dpsgd"], ["gaussian"]],
+                    "epsilon": [1, 4],
+                },
+                {"method": ["central", "fedavg"], "seed": [0]},
+                {"method": ["central"], "seed": [0]},  # duplicate cell: kept once
+                {"method": ["dp-fedavg"], "epsilon": [2]},
+            ],
+        }
+    )
+    cells = expand(spec)
+    assert len(cells) == 4 + 2 + 1
+    assert all(c.config.rounds == 3 for c in cells)
+    by = {c.name: c for c in cells}
+    dpsgd = by["method=fedkd__privacy.mechanisms=dpsgd__epsilon=1"].config.privacy
+    assert dpsgd.mechanisms == ("dpsgd",) and dpsgd.dpsgd.target_epsilon == 1.0
+    g1 = by["method=fedkd__privacy.mechanisms=gaussian__epsilon=1"].config.privacy.gaussian
+    g4 = by["method=fedkd__privacy.mechanisms=gaussian__epsilon=4"].config.privacy.gaussian
+    assert g1.noise_multiplier > g4.noise_multiplier > 0
+    dp = by["method=dp-fedavg__epsilon=2"].config.privacy.gaussian
+    assert dp.clip_norm == 7.0 and dp.noise_multiplier > 0
+
+
+def test_epsilon_inf_is_non_private_and_names_are_safe():
+    cells = expand(_spec({"privacy.mechanisms": [["pate"]], "epsilon": [".inf", 2]}))
+    assert cells[0].config.privacy.mechanisms == ()
+    assert cells[0].name == "privacy.mechanisms=pate__epsilon=inf"
+    assert cells[1].config.privacy.pate.sigma > 1
+    assert cell_name({"data.source": "idx:/a b/c"}) == "data.source=idx__a_b_c"
+    assert len(cell_name({f"k{i}": "x" * 30 for i in range(8)})) <= 120
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"base": BASE}, "grid"),
+        ({"base": BASE, "grid": {"seed": []}}, "non-empty list"),
+        ({"base": BASE, "grid": {"seed": 1}}, "non-empty list"),
+        ({"base": BASE, "grid": {"method": ["fedprox"]}}, "unknown method"),
+        ({"base": BASE, "grid": {"clients.lr": [-1.0]}}, "clients.lr"),
+        ({"base": BASE, "grid": {"nope.key": [1]}}, "unknown config key"),
+        (
+            {"base": BASE, "grid": {"epsilon": ["big"]}, "set": {"privacy.mechanisms": ["dpsgd"]}},
+            "epsilon",
+        ),
+        ({"base": "missing.yaml", "grid": {"seed": [0]}}, "not found"),
+        ({"base": BASE, "grid": {"seed": [0]}, "oops": 1}, "unknown key"),
+    ],
+)
+def test_user_mistakes_are_config_errors(raw, message):
+    with pytest.raises(ConfigError, match=message):
+        expand(parse_spec(raw))
+
+
+@pytest.fixture
+def fake_runs(monkeypatch):
+    """Replace the real runs by a fast fake that writes a run directory like fedkd's."""
+    calls = []
+
+    def fake(cell, path):
+        calls.append(cell.name)
+        run = RunDir(path)
+        path.mkdir(parents=True)
+        run.write_config(cell.config)
+        acc = 0.5 + 0.1 * cell.config.seed
+        rows = [
+            {
+                "round": r,
+                "student_accuracy": acc,
+                "bytes_up": 300,
+                "bytes_down": 600,
+                "bytes_up_per_client": {"1": 100, "2": 100, "3": 100},
+                "clients": 3,
+            }
+            for r in (1, 2)
+        ]
+        run.write_metrics(rows, {})
+        summary = {"rounds_completed": 2, "student_accuracy": acc, "seconds": 0.1}
+        if cell.config.privacy.mechanisms:
+            summary.update({"epsilon_example": 0.9, "delta_example": 1e-5})
+        run.mark_done(summary)
+        return summary
+
+    monkeypatch.setattr(sweep, "_run_cell", fake)
+    return calls
+
+
+def test_resume_skips_finished_cells_and_reruns_interrupted_ones(tmp_path, fake_runs):
+    spec = _spec({"seed": [0, 1, 2]})
+    run_sweep(spec, tmp_path, progress=False, plots=False)
+    assert fake_runs == ["seed=0", "seed=1", "seed=2"]
+    # Interrupt seed=1: its directory lost DONE mid-run and holds a partial file.
+    (tmp_path / "seed=1" / "DONE").unlink()
+    (tmp_path / "seed=1" / "partial.tmp").write_text("x")
+    fake_runs.clear()
+    _, rows = run_sweep(spec, tmp_path, progress=False, plots=False)
+    assert fake_runs == ["seed=1"]  # finished cells skipped, the interrupted one rerun
+    assert not (tmp_path / "seed=1" / "partial.tmp").exists()
+    assert [r["status"] for r in rows] == ["done"] * 3
+    fake_runs.clear()
+    run_sweep(spec, tmp_path, progress=False, plots=False)
+    assert fake_runs == []
+
+
+def test_a_failing_cell_does_not_stop_the_sweep(tmp_path, monkeypatch):
+    def boom(cell, path):
+        raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(sweep, "_run_cell", boom)
+    _, rows = run_sweep(_spec({"seed": [0, 1]}), tmp_path, progress=False, plots=False)
+    assert [r["status"] for r in rows] == ["missing", "missing"]
+
+
+def test_results_csv_schema_and_plots(tmp_path, fake_runs):
+    spec = parse_spec(
+        {
+            "base": BASE,
+            "grids": [
+                {"privacy.mechanisms": [["dpsgd"]], "epsilon": [1, 2], "seed": [0, 1]},
+                {"method": ["central"], "seed": [0, 1]},
+            ],
+        }
+    )
+    cells, _ = run_sweep(spec, tmp_path, progress=False, plots=True)
+    with open(tmp_path / "results.csv", newline="") as fh:
+        reader = csv.DictReader(fh)
+        header = reader.fieldnames
+        rows = list(reader)
+    assert header == ["cell", "privacy.mechanisms", "epsilon", *RESULT_COLUMNS]
+    assert set(RESULT_COLUMNS) <= set(header)
+    assert "privacy.mechanisms" in header and "epsilon" in header
+    assert len(rows) == len(cells) == 6
+    first = rows[0]
+    assert first["method"] == "fedkd" and first["mechanism"] == "dpsgd"
+    assert float(first["target_epsilon"]) == 1.0 and float(first["epsilon_example"]) == 0.9
+    assert float(first["bytes_up"]) == 600 and float(first["bytes_down"]) == 1200
+    assert float(first["bytes_up_per_client_round"]) == 100
+    assert float(first["bytes_down_per_client_round"]) == 200
+    central = [r for r in rows if r["method"] == "central"]
+    assert all(r["mechanism"] == "none" and math.isinf(float(r["target_epsilon"])) for r in central)
+    assert float(first["wall_seconds"]) >= 0
+    for name in (
+        "accuracy_vs_epsilon.png",
+        "accuracy_vs_round.png",
+        "accuracy_vs_uplink_bytes.png",
+    ):
+        assert (tmp_path / name).stat().st_size > 1000
+    cell = json.loads((tmp_path / "method=central__seed=0" / "cell.json").read_text())
+    assert cell["method"] == "central" and cell["wall_seconds"] >= 0
+
+
+def test_cli_sweep_end_to_end_and_errors(tmp_path, capsys):
+    from simulations.cli import main
+
+    spec = {
+        "base": BASE,
+        "grids": [{"method": ["central", "fedavg"]}, {"method": ["fedkd"], "seed": [0]}],
+    }
+    path = tmp_path / "sweep_tiny.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "out"
+    assert main(["sweep", str(path), "--out", str(out), "--no-plots"]) == 0
+    assert "3/3 cells done" in capsys.readouterr().out
+    with open(out / "results.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["status"] for r in rows] == ["done"] * 3
+    fedavg = next(r for r in rows if r["method"] == "fedavg")
+    fedkd = next(r for r in rows if r["method"] == "fedkd")
+    assert (
+        float(fedavg["bytes_up_per_client_round"]) > float(fedkd["bytes_up_per_client_round"]) > 0
+    )
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"base": BASE, "grid": {"method": ["nope"]}}))
+    assert main(["sweep", str(bad), "--out", str(tmp_path / "o2")]) == 2
+    assert "unknown method" in capsys.readouterr().err
