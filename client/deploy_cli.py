@@ -38,7 +38,11 @@ def _cmd_keys(args: argparse.Namespace) -> int:
 
 
 def _cmd_supernode(args: argparse.Namespace) -> int:
+    import logging
+
     from fedkd.deploy.procs import run_supernode
+
+    logging.getLogger("flwr").setLevel(logging.INFO)  # the node's progress, as flower-supernode
 
     flower_args = list(args.flower_args)
     if flower_args and flower_args[0] == "--":

@@ -35,6 +35,18 @@ def make_server_app(cfg: Config, run: RunDir, state_dir: str | None = None) -> S
 
 app = ServerApp()
 
+APP_DIR = Path(__file__).resolve().parent.parent  # the app (installed FAB) directory
+
+
+def app_path(value: str) -> Path:
+    """A run-config path: relative paths that do not exist from the working directory are
+    resolved against the app directory (``flwr run`` runs the ServerApp from the installed
+    FAB, whose working directory is the SuperLink's)."""
+    path = Path(value).expanduser()
+    if not path.is_absolute() and not path.exists():
+        path = APP_DIR / path
+    return path
+
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
@@ -42,7 +54,9 @@ def main(grid: Grid, context: Context) -> None:
     torch.set_num_threads(1)
     rc = context.run_config
     overrides = [s for s in str(rc.get("overrides", "")).split(";") if s.strip()]
-    cfg = load_config(Path(str(rc["config"])), overrides)
+    cfg = load_config(app_path(str(rc["config"])), overrides)
     out = Path(str(rc["out-dir"]))
     run = prepare(out, cfg, resume=(out / "config.yaml").exists())
-    serve(grid, cfg, run, state_dir=str(out / "clients"))
+    from fedkd.deploy.procs import FastPollGrid  # replies polled every 0.1 s, not 3 s
+
+    serve(FastPollGrid(grid), cfg, run, state_dir=str(out / "clients"))
