@@ -1,0 +1,310 @@
+"""Example-level DP-SGD for a client's private data (Opacus), one accountant for the whole run.
+
+Each call to :func:`dp_train` builds a fresh ``PrivacyEngine``, restores the accountant
+history saved in :class:`DPSGDState`, wraps the caller's model, trains, and unwraps it again.
+Re-wrapping every round is fine because the history is restored first: the steps of all
+rounds compose in one accountant, exactly as if a single engine had run them (the tests check
+this). The predictions a client later shares on public proxy data are post-processing of the
+DP-SGD model and cost nothing more.
+
+Sampling is Poisson (``poisson_sampling=True``): the accountant's q is ``1/ceil(n/B)`` and
+empty Poisson batches still take a (pure-noise) optimizer step and an accountant step.
+
+Known limitation: Opacus ``secure_mode`` needs torchcsprng, which has no build for torch
+2.x, so the Gaussian noise comes from torch's default PRNG (a ``torch.Generator`` seeded from
+the caller's generator), without the floating-point hardening of secure mode.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from fedkd.privacy.ledger import Release
+
+logger = logging.getLogger(__name__)
+
+_ACCOUNTANTS = ("prv", "rdp")
+_GDP_REFUSAL = "the GDP accountant can under-state ε; not allowed for reported numbers"
+_SEED_HIGH = 2**62
+
+
+@dataclass
+class DPSGDState:
+    """Everything needed to continue a client's DP-SGD accounting across rounds.
+
+    Attributes
+    ----------
+    noise_multiplier : float
+        σ, calibrated once for all planned steps of the run.
+    max_grad_norm : float
+        Per-example clipping norm C.
+    sample_rate : float
+        Poisson rate q; must equal ``1 / ceil(n / batch_size)`` (see :func:`sample_rate_for`).
+    accountant : str
+        ``"prv"`` or ``"rdp"`` (``"gdp"`` is refused).
+    accountant_state : dict
+        Opacus ``accountant.state_dict()`` as plain JSON types; empty before the first round.
+    steps : int
+        DP-SGD steps taken so far.
+    """
+
+    noise_multiplier: float
+    max_grad_norm: float
+    sample_rate: float
+    accountant: str = "prv"
+    accountant_state: dict = field(default_factory=dict)
+    steps: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable copy of the state."""
+        return {
+            "noise_multiplier": float(self.noise_multiplier),
+            "max_grad_norm": float(self.max_grad_norm),
+            "sample_rate": float(self.sample_rate),
+            "accountant": self.accountant,
+            "accountant_state": _plain_accountant_state(self.accountant_state),
+            "steps": int(self.steps),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DPSGDState:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            noise_multiplier=float(data["noise_multiplier"]),
+            max_grad_norm=float(data["max_grad_norm"]),
+            sample_rate=float(data["sample_rate"]),
+            accountant=str(data["accountant"]),
+            accountant_state=_plain_accountant_state(data.get("accountant_state") or {}),
+            steps=int(data.get("steps", 0)),
+        )
+
+
+def _plain_accountant_state(state: dict) -> dict:
+    """Accountant state with lists instead of tuples (JSON round-trips it exactly)."""
+    if not state:
+        return {}
+    return {
+        "history": [[float(s), float(q), int(n)] for s, q, n in state["history"]],
+        "mechanism": str(state["mechanism"]),
+    }
+
+
+def _check_accountant(name: str) -> None:
+    if name == "gdp":
+        raise ValueError(_GDP_REFUSAL)
+    if name not in _ACCOUNTANTS:
+        raise ValueError(f"DP-SGD accountant must be one of {_ACCOUNTANTS}, got {name!r}")
+
+
+def sample_rate_for(n_examples: int, batch_size: int) -> float:
+    """The Poisson rate Opacus accounts for: ``1 / len(DataLoader) = 1 / ceil(n / B)``."""
+    if n_examples < 1 or batch_size < 1:
+        raise ValueError(
+            f"need n_examples >= 1 and batch_size >= 1, got {n_examples} and {batch_size}"
+        )
+    return 1.0 / math.ceil(n_examples / batch_size)
+
+
+def refuse_batchnorm(model: nn.Module) -> None:
+    """Refuse a model that Opacus' ``ModuleValidator`` rejects (BatchNorm, plain LSTM, ...).
+
+    BatchNorm mixes examples of a batch, so per-example clipping no longer bounds one
+    example's influence. Automatic fixing is not attempted: ``ModuleValidator.fix`` turns a
+    ``BatchNorm1d(c)`` on flat features into ``GroupNorm(c, c)``, whose output is constant.
+
+    Raises
+    ------
+    ValueError
+        Naming each offending module (its qualified name and type) and the first reason.
+    """
+    from opacus.validators import ModuleValidator
+
+    if not ModuleValidator.validate(model, strict=False):
+        return
+    offenders = []
+    for name, module in model.named_modules():
+        errors = ModuleValidator.validate(module, strict=False)
+        if errors and not any(ModuleValidator.validate(c, strict=False) for c in module.children()):
+            reason = str(errors[0]).split(".")[0]
+            offenders.append(f"{name or '<root>'} ({type(module).__name__}): {reason}")
+    raise ValueError(
+        "model is not DP-SGD compatible; replace these modules (LayerNorm / GroupNorm(1, c) "
+        "instead of BatchNorm): " + "; ".join(offenders)
+    )
+
+
+def _loss_reduction(loss_fn: nn.Module) -> str:
+    reduction = getattr(loss_fn, "reduction", "mean")
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"loss_fn reduction must be 'mean' or 'sum', got {reduction!r}")
+    return reduction
+
+
+def dp_train(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    state: DPSGDState,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    generator: torch.Generator,
+    loss_fn: nn.Module | None = None,
+) -> tuple[float, DPSGDState]:
+    """Train ``model`` in place with DP-SGD for ``epochs`` epochs, continuing the accountant.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A plain module (no BatchNorm). It is wrapped by Opacus for the call and unwrapped
+        afterwards: on return it holds the trained weights, has no Opacus hooks or
+        per-sample attributes, and its ``.grad`` fields are cleared.
+    x, y : torch.Tensor
+        The client's private examples and labels.
+    state : DPSGDState
+        σ, C, q, accountant name and history; not modified.
+    epochs : int
+        Epochs of ``ceil(n / batch_size)`` Poisson-sampled steps each.
+    lr : float
+        SGD learning rate (plain SGD).
+    batch_size : int
+        Expected batch size B; with the data size it fixes q.
+    generator : torch.Generator
+        Seeds the Poisson sampler and the noise (two derived generators).
+    loss_fn : nn.Module, optional
+        Default ``nn.CrossEntropyLoss()``; its ``reduction`` ("mean" or "sum") is passed to
+        Opacus so that clipping and noise scale match.
+
+    Returns
+    -------
+    mean_loss : float
+        Mean training loss over the examples seen (nan if every batch was empty).
+    new_state : DPSGDState
+        Copy of ``state`` with the accountant history extended and ``steps`` increased.
+
+    Raises
+    ------
+    ValueError
+        For the GDP accountant, a BatchNorm-like module, or a ``state.sample_rate`` that does
+        not match ``1 / ceil(n / batch_size)`` (the accountant would be told a wrong q).
+    """
+    from opacus import PrivacyEngine
+
+    _check_accountant(state.accountant)
+    if epochs < 0:
+        raise ValueError(f"epochs must be >= 0, got {epochs}")
+    if len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"need as many labels as examples (> 0), got {len(x)} and {len(y)}")
+    refuse_batchnorm(model)
+    q = sample_rate_for(len(x), batch_size)
+    if not math.isclose(q, state.sample_rate, rel_tol=1e-12, abs_tol=0.0):
+        raise ValueError(
+            f"state.sample_rate={state.sample_rate} but n={len(x)}, batch_size={batch_size} "
+            f"give q=1/ceil(n/B)={q}: the accountant would be told the wrong sampling rate"
+        )
+    loss_fn = nn.CrossEntropyLoss() if loss_fn is None else loss_fn
+    reduction = _loss_reduction(loss_fn)
+
+    sampling_gen = torch.Generator().manual_seed(
+        int(torch.randint(0, _SEED_HIGH, (1,), generator=generator))
+    )
+    noise_gen = torch.Generator().manual_seed(
+        int(torch.randint(0, _SEED_HIGH, (1,), generator=generator))
+    )
+    loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, generator=sampling_gen)
+
+    engine = PrivacyEngine(accountant=state.accountant)
+    if state.accountant_state:
+        engine.accountant.load_state_dict(copy.deepcopy(state.accountant_state))
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    was_training = model.training
+    dp_model, dp_optimizer, dp_loader = engine.make_private(
+        module=model,
+        optimizer=optimizer,
+        data_loader=loader,
+        noise_multiplier=state.noise_multiplier,
+        max_grad_norm=state.max_grad_norm,
+        poisson_sampling=True,
+        loss_reduction=reduction,
+        noise_generator=noise_gen,
+    )
+    total_loss, seen, steps = 0.0, 0, 0
+    try:
+        dp_model.train()
+        for _ in range(epochs):
+            for xb, yb in dp_loader:
+                # Empty Poisson batches still step: the noise is added and accounted.
+                dp_optimizer.zero_grad(set_to_none=True)
+                loss = loss_fn(dp_model(xb), yb)
+                loss.backward()
+                dp_optimizer.step()
+                steps += 1
+                if len(xb):
+                    per_example = loss.item() * (len(xb) if reduction == "mean" else 1)
+                    total_loss += per_example
+                    seen += len(xb)
+    finally:
+        dp_model.to_standard_module()  # remove hooks and per-sample attributes
+        for p in model.parameters():
+            p.grad = None
+        model.train(was_training)
+
+    new_state = replace(
+        state,
+        accountant_state=_plain_accountant_state(engine.accountant.state_dict()),
+        steps=state.steps + steps,
+    )
+    mean_loss = total_loss / seen if seen else float("nan")
+    logger.debug("dp_train: %d steps, mean loss %.4f", steps, mean_loss)
+    return mean_loss, new_state
+
+
+def epsilon_of(state: DPSGDState, delta: float) -> float:
+    """ε spent so far, recomputed by an Opacus accountant from ``state.accountant_state``."""
+    from opacus.accountants import create_accountant
+
+    _check_accountant(state.accountant)
+    if not state.accountant_state or not state.accountant_state.get("history"):
+        return 0.0
+    accountant = create_accountant(mechanism=state.accountant)
+    accountant.load_state_dict(copy.deepcopy(state.accountant_state))
+    return float(accountant.get_epsilon(delta=delta))
+
+
+def release_for_round(
+    client_id: str, round: int, steps: int, state: DPSGDState, population: int
+) -> Release:
+    """The ledger entry for the DP-SGD steps one client took in one round.
+
+    Parameters
+    ----------
+    client_id : str
+        Subject of the example-level guarantee (e.g. ``"client-3"``).
+    round : int
+        Server round.
+    steps : int
+        Steps taken this round (``new_state.steps - old_state.steps``).
+    state : DPSGDState
+        Supplies σ and q.
+    population : int
+        The client's number of private examples N.
+    """
+    return Release(
+        mechanism="dpsgd",
+        scope="example",
+        subject=client_id,
+        round=round,
+        noise_multiplier=float(state.noise_multiplier),
+        sample_rate=float(state.sample_rate),
+        steps=int(steps),
+        population=population,
+    )

@@ -1,0 +1,245 @@
+"""Opacus DP-SGD with one accountant across rounds, plain model in and out, guards."""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+
+import pytest
+import torch
+from opacus.accountants import RDPAccountant
+from scipy.stats import chi2
+from torch import nn
+
+from fedkd.privacy import accounting as acc
+from fedkd.privacy.dpsgd import (
+    DPSGDState,
+    dp_train,
+    epsilon_of,
+    refuse_batchnorm,
+    release_for_round,
+    sample_rate_for,
+)
+
+N, FEATURES, CLASSES, BATCH = 64, 6, 3, 16
+DELTA = 1e-3  # < 1/N
+
+
+def _data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(N, FEATURES, generator=g), torch.randint(0, CLASSES, (N,), generator=g)
+
+
+def _model(seed: int = 0) -> nn.Module:
+    model = nn.Linear(FEATURES, CLASSES)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        model.weight.copy_(torch.randn(model.weight.shape, generator=g) * 0.1)
+        model.bias.zero_()
+    return model
+
+
+def _state(accountant: str = "prv", sigma: float = 1.0) -> DPSGDState:
+    return DPSGDState(
+        noise_multiplier=sigma,
+        max_grad_norm=1.0,
+        sample_rate=sample_rate_for(N, BATCH),
+        accountant=accountant,
+    )
+
+
+def _train(model, state, epochs, seed, lr=0.1, **kwargs):
+    x, y = _data()
+    return dp_train(
+        model,
+        x,
+        y,
+        state=state,
+        epochs=epochs,
+        lr=lr,
+        batch_size=BATCH,
+        generator=torch.Generator().manual_seed(seed),
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize("accountant", ["prv", "rdp"])
+def test_two_rounds_with_carried_state_spend_the_same_epsilon_as_one_run(accountant) -> None:
+    # Prepare
+    state = _state(accountant)
+
+    # Execute
+    _, after_one = _train(_model(), state, 1, seed=1)
+    _, after_two = _train(_model(), after_one, 1, seed=2)
+    _, single_run = _train(_model(), state, 2, seed=3)
+
+    # Assert
+    assert after_two.steps == single_run.steps == 2 * (N // BATCH)
+    assert epsilon_of(after_two, DELTA) == pytest.approx(epsilon_of(single_run, DELTA), abs=1e-6)
+    assert epsilon_of(after_two, DELTA) > epsilon_of(after_one, DELTA) > 0.0
+
+
+def test_training_changes_the_weights_and_leaves_a_plain_rewrappable_module() -> None:
+    # Prepare
+    model = _model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    # Execute
+    loss, state = _train(model, _state(), 2, seed=4)
+    _train(model, state, 1, seed=5)  # wrapping the same module again must work
+
+    # Assert
+    assert type(model) is nn.Linear
+    assert set(model.state_dict()) == {"weight", "bias"}
+    assert not any("_module." in k for k in model.state_dict())
+    assert not torch.equal(model.state_dict()["weight"], before["weight"])
+    assert not model._forward_hooks and not model._backward_hooks
+    assert all(not hasattr(p, "grad_sample") and p.grad is None for p in model.parameters())
+    assert loss > 0
+
+
+def test_epsilon_increases_across_rounds() -> None:
+    # Prepare
+    state = _state("rdp")
+    eps = []
+
+    # Execute
+    for r in range(3):
+        _, state = _train(_model(), state, 1, seed=10 + r)
+        eps.append(epsilon_of(state, DELTA))
+
+    # Assert
+    assert eps[0] < eps[1] < eps[2]
+
+
+def test_training_is_reproducible_given_the_generator() -> None:
+    # Prepare
+    a, b = _model(), _model()
+
+    # Execute
+    _train(a, _state(), 1, seed=21)
+    _train(b, _state(), 1, seed=21)
+
+    # Assert
+    assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
+
+
+def test_empty_poisson_batches_still_count_as_steps() -> None:
+    # Prepare: 10 examples, B = 1 ⇒ q = 0.1 and P(empty batch) = 0.9**10 ≈ 0.35.
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(10, FEATURES, generator=g), torch.randint(0, CLASSES, (10,), generator=g)
+    state = DPSGDState(1.0, 1.0, sample_rate_for(10, 1), "rdp")
+    model, gen = _model(), torch.Generator().manual_seed(1)
+
+    # Execute
+    _, new_state = dp_train(model, x, y, state=state, epochs=3, lr=0.1, batch_size=1, generator=gen)
+
+    # Assert
+    assert new_state.steps == 30
+    assert new_state.accountant_state["history"] == [[1.0, 0.1, 30]]
+    assert torch.isfinite(model.weight).all()
+
+
+def test_ledger_releases_of_the_rounds_reproduce_the_accountant_epsilon() -> None:
+    # Prepare
+    state, releases = _state("rdp"), []
+
+    # Execute
+    for r in range(2):
+        _, new_state = _train(_model(), state, 1, seed=30 + r)
+        releases.append(release_for_round("client-0", r, new_state.steps - state.steps, state, N))
+        state = new_state
+
+    # Assert
+    from_ledger = acc.rdp_epsilon(releases, DELTA, orders=RDPAccountant.DEFAULT_ALPHAS)
+    assert from_ledger == pytest.approx(epsilon_of(state, DELTA), rel=1e-12)
+    assert acc.prv_epsilon(releases, DELTA) > 0
+
+
+def test_state_survives_a_json_round_trip_with_identical_epsilon() -> None:
+    # Prepare
+    _, state = _train(_model(), _state("prv"), 1, seed=40)
+
+    # Execute
+    restored = DPSGDState.from_dict(json.loads(json.dumps(state.to_dict())))
+    _, continued = _train(_model(), restored, 1, seed=41)
+
+    # Assert
+    assert restored == state
+    assert epsilon_of(restored, DELTA) == epsilon_of(state, DELTA)
+    assert continued.steps == 2 * (N // BATCH)
+
+
+def test_sgd_noise_has_the_calibrated_scale() -> None:
+    # Prepare: zero loss ⇒ zero per-example gradients; each step adds N(0, (σC)²) / E[B].
+    class ZeroLoss(nn.Module):
+        reduction = "mean"
+
+        def forward(self, out: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
+            return (out * 0.0).sum()
+
+    model = nn.Linear(FEATURES, 100)
+    with torch.no_grad():
+        model.weight.zero_()
+        model.bias.zero_()
+    sigma, steps, lr = 2.0, N // BATCH, 1.0
+
+    # Execute
+    _, state = _train(model, _state(sigma=sigma), 1, seed=50, lr=lr, loss_fn=ZeroLoss())
+
+    # Assert: Σ over coordinates of Δθ² / (steps·(lr·σC/B)²) ~ χ²(d).
+    params = torch.cat([p.detach().ravel() for p in model.parameters()]).double()
+    d = params.numel()
+    statistic = float((params**2).sum()) / (steps * (lr * sigma * 1.0 / BATCH) ** 2)
+    assert state.steps == steps
+    assert chi2.ppf(0.0005, d) <= statistic <= chi2.ppf(0.9995, d)
+
+
+def test_batchnorm_is_refused_with_a_message_naming_the_module() -> None:
+    # Prepare
+    model = nn.Sequential(
+        OrderedDict(
+            [("fc", nn.Linear(FEATURES, 8)), ("bn", nn.BatchNorm1d(8)), ("out", nn.Linear(8, 3))]
+        )
+    )
+
+    # Execute / Assert
+    with pytest.raises(ValueError, match=r"bn \(BatchNorm1d\)"):
+        refuse_batchnorm(model)
+    with pytest.raises(ValueError, match="BatchNorm1d"):
+        _train(model, _state(), 1, seed=0)
+
+
+def test_a_layernorm_model_is_accepted() -> None:
+    # Prepare
+    model = nn.Sequential(nn.Linear(FEATURES, 8), nn.LayerNorm(8), nn.Linear(8, 3))
+
+    # Execute / Assert (no exception)
+    refuse_batchnorm(model)
+
+
+def test_gdp_accountant_is_refused() -> None:
+    # Execute / Assert
+    with pytest.raises(ValueError, match="GDP accountant can under-state"):
+        _train(_model(), _state("gdp"), 1, seed=0)
+    with pytest.raises(ValueError, match="GDP accountant can under-state"):
+        epsilon_of(_state("gdp"), DELTA)
+
+
+def test_a_sample_rate_that_does_not_match_the_loader_is_refused() -> None:
+    # Prepare
+    state = DPSGDState(1.0, 1.0, 0.5, "prv")
+
+    # Execute / Assert
+    with pytest.raises(ValueError, match="wrong sampling rate"):
+        _train(_model(), state, 1, seed=0)
+
+
+def test_release_for_round_records_the_client_steps() -> None:
+    # Execute
+    release = release_for_round("client-3", 5, 12, _state(), N)
+
+    # Assert
+    assert (release.mechanism, release.scope, release.subject) == ("dpsgd", "example", "client-3")
+    assert (release.round, release.steps, release.population) == (5, 12, N)
+    assert release.sample_rate == pytest.approx(BATCH / N)
