@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Reproduce the committed benchmark results (see benchmarks/RESULTS.md).
+#   benchmarks/run_sweeps.sh digits     # ~15-25 min on a 2-core CPU
+#   benchmarks/run_sweeps.sh fmnist     # needs: apt-get install -y dataset-fashion-mnist
+# Sweeps are resumable: rerun the same command after an interruption.
+# Run directories go to benchmarks/runs/ (not committed); the tables and plots are copied to
+# benchmarks/results/<name>/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export OMP_NUM_THREADS=1 FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1 HF_HUB_OFFLINE=1
+
+run() {
+  local name=$1 config=$2
+  local out=benchmarks/runs/$name
+  /usr/bin/time -f "%e s wall" fedkd sweep "$config" --out "$out"
+  mkdir -p benchmarks/results/"$name"
+  cp "$out"/results.csv "$out"/*.png benchmarks/results/"$name"/
+}
+
+case "${1:-digits}" in
+  digits) run digits simulations/configs/sweep_digits.yaml ;;
+  fmnist) run fmnist simulations/configs/sweep_fmnist.yaml ;;
+  *) echo "usage: $0 digits|fmnist" >&2; exit 2 ;;
+esac
