@@ -34,6 +34,9 @@ def run_method(method: str, cfg: Config, out: str | Path) -> dict[str, Any]:
     ConfigError
         For an unknown method.
     """
+    import torch
+
+    torch.set_num_threads(1)  # one thread per process: with more, 2 loaded cores thrash
     if method == "fedkd":
         from simulations.runner import simulate
 
