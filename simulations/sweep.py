@@ -413,9 +413,10 @@ def run_sweep(
         if bar is not None:
             bar[0].stop()
     rows = write_results(out, cells)
-    if plots:
-        from simulations.sweep_plots import plot_sweep
+    from simulations.sweep_plots import plot_sweep, summary_table
 
+    write_text(out / "results.md", summary_table(rows))
+    if plots:
         plot_sweep(out, rows)
     if failed:
         logger.error("%d cell(s) failed; rerun the same command to retry them", failed)

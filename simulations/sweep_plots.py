@@ -195,3 +195,46 @@ def plot_sweep(out: str | Path, rows: list[dict[str, Any]]) -> list[Path]:
             written.append(path)
     logger.info("plots: %s", ", ".join(p.name for p in written) or "none")
     return written
+
+
+def summary_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown table: one line per method / mechanism / target ε, mean ± std over seeds.
+
+    Columns: accuracy, seeds, measured ε (example- or client-level, mean), uplink bytes per
+    client-round, total uplink bytes per run, wall seconds per run (mean).
+    """
+    groups: dict[tuple[str, str, float], list[dict[str, Any]]] = defaultdict(list)
+    for r in _done(rows):
+        groups[(r["method"], r["mechanism"], _num(r["target_epsilon"]))].append(r)
+    lines = [
+        "| method | privacy | target ε | accuracy (mean ± std) | seeds | measured ε (δ) "
+        "| uplink B / client-round | uplink B / run | wall s / run |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def order(key: tuple[str, str, float]) -> tuple:
+        methods = ["fedkd", "central", "central-dpsgd", "local", "fedavg", "dp-fedavg"]
+        rank = methods.index(key[0]) if key[0] in methods else len(methods)
+        return (rank, key[1], -key[2] if math.isinf(key[2]) else key[2])
+
+    for key in sorted(groups, key=order):
+        method, mech, eps = key
+        rs = groups[key]
+        mean, std = _mean_std([_num(r["student_accuracy"]) for r in rs])
+        scope = "example" if mech == "dpsgd" else "client"
+        measured = [_num(r.get(f"epsilon_{scope}")) for r in rs]
+        deltas = {r.get(f"delta_{scope}") for r in rs}
+        m_eps, _ = _mean_std(measured)
+        eps_text = f"{m_eps:.3f} ({scope}, δ={next(iter(deltas))})" if math.isfinite(m_eps) else "—"
+        up, _ = _mean_std([_num(r["bytes_up_per_client_round"]) for r in rs])
+        total, _ = _mean_std([_num(r["bytes_up"]) for r in rs])
+        wall, _ = _mean_std([_num(r["wall_seconds"]) for r in rs])
+        worst = [_num(r.get("worst_client_accuracy")) for r in rs]
+        acc_text = f"{mean:.4f} ± {std:.4f}"
+        if method == "local" and any(math.isfinite(w) for w in worst):
+            acc_text += f" (worst client {_mean_std(worst)[0]:.4f})"
+        lines.append(
+            f"| {method} | {mech} | {'∞' if math.isinf(eps) else f'{eps:g}'} | {acc_text} "
+            f"| {len(rs)} | {eps_text} | {up:,.0f} | {total:,.0f} | {wall:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
