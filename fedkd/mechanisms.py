@@ -45,6 +45,11 @@ class CentralMechanism:
         self._rng: np.random.Generator | None = None
 
     @property
+    def releases_every_round(self) -> bool:
+        """Whether the mechanism must release even when no valid reply arrived."""
+        return "gaussian" in self.mechs
+
+    @property
     def rng(self) -> np.random.Generator:
         """Noise source of the central mechanisms: seeded from ``os.urandom``, never saved."""
         if self._rng is None:

@@ -208,8 +208,13 @@ class DistillStrategy(Strategy):
         }
         teacher_record: ArrayRecord | None = None
         self.mechanism.record_client_releases(info["round"], [m for *_, m in accepted])
-        if len(accepted) >= self.cfg.clients.min_replies:
-            preds = np.stack([p for _, p, _, _ in accepted])  # (K, M, C)
+        # The central Gaussian mechanism releases every round, even with no valid reply
+        # (pure noise): skipping would make the release depend on who took part.
+        always = self.mechanism.releases_every_round
+        if len(accepted) >= self.cfg.clients.min_replies or always:
+            preds = np.zeros((0, len(idx), num_classes), np.float32)
+            if accepted:
+                preds = np.stack([p for _, p, _, _ in accepted])  # (K, M, C)
             weights = np.array([w for _, _, w, _ in accepted])
             rows, teacher = self.mechanism.teacher(info["round"], preds, weights, len(self.nodes))
             self.failed_rounds = 0
