@@ -54,7 +54,12 @@ def _cmd_supernode(args: argparse.Namespace) -> int:
         )
     if any(a == "--isolation" or a.startswith("--isolation=") for a in flower_args):
         raise ConfigError("fedkd supernode sets --isolation itself; drop it (or use --cold)")
-    return run_supernode(flower_args, poll_interval=args.poll_interval, warm=not args.cold)
+    return run_supernode(
+        flower_args,
+        poll_interval=args.poll_interval,
+        warm=not args.cold,
+        heartbeat_interval=args.heartbeat_interval,
+    )
 
 
 def _add_keys(sub: argparse._SubParsersAction) -> None:
@@ -104,6 +109,14 @@ def _add_supernode(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=0.2,
         help="seconds between polls of the SuperLink and of the node's task queue (default 0.2)",
+    )
+    node.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        help=(
+            "seconds between heartbeats (>= 10; Flower's default 30). The SuperLink lets a "
+            "crashed node rejoin with the same key two intervals after its last heartbeat"
+        ),
     )
     node.add_argument(
         "--cold",

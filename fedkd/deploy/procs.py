@@ -147,6 +147,25 @@ def shorten_supernode_polling(interval: float) -> None:
     sci.time = _ShortSleeps(interval)  # type: ignore[assignment]
 
 
+def set_heartbeat_interval(seconds: float) -> None:
+    """Heartbeat the SuperLink every ~``seconds`` instead of Flower's 30 s.
+
+    The SuperLink holds a node online for 2 heartbeat intervals after its last heartbeat
+    and refuses to activate an online node again (exit 305, ``[code: 2004]``): a crashed
+    SuperNode can rejoin 20 s after its last heartbeat with 10 s, 60 s with Flower's
+    default. The SuperLink accepts 10 s and more.
+    """
+    from flwr.supercore import heartbeat
+    from flwr.supernode import fleet_http_connection
+
+    if seconds < 10:
+        from fedkd.config import ConfigError
+
+        raise ConfigError(f"--heartbeat-interval must be >= 10 (SuperLink minimum), got {seconds}")
+    fleet_http_connection.HEARTBEAT_DEFAULT_INTERVAL = seconds  # type: ignore[attr-defined]
+    heartbeat.HEARTBEAT_DEFAULT_INTERVAL = seconds  # type: ignore[attr-defined]
+
+
 def _flag(args: Sequence[str], name: str) -> str | None:
     """Value of ``--name value`` or ``--name=value`` in ``args`` (last one wins)."""
     value = None
@@ -158,7 +177,13 @@ def _flag(args: Sequence[str], name: str) -> str | None:
     return value
 
 
-def run_supernode(flower_args: Sequence[str], *, poll_interval: float, warm: bool) -> int:
+def run_supernode(
+    flower_args: Sequence[str],
+    *,
+    poll_interval: float,
+    warm: bool,
+    heartbeat_interval: float | None = None,
+) -> int:
     """Run ``flower-supernode`` with ``flower_args`` in this process, for fast rounds.
 
     Parameters
@@ -170,6 +195,8 @@ def run_supernode(flower_args: Sequence[str], *, poll_interval: float, warm: boo
     warm : bool
         Run the SuperNode with ``--isolation process`` and a warm executor child
         (:func:`run_warm_executor`); otherwise Flower's own SuperExec, polling faster.
+    heartbeat_interval : float, optional
+        See :func:`set_heartbeat_interval`; None keeps Flower's 30 s.
 
     Returns
     -------
@@ -184,6 +211,8 @@ def run_supernode(flower_args: Sequence[str], *, poll_interval: float, warm: boo
         raise ConfigError(f"--poll-interval must be in [0.01, 3], got {poll_interval}")
     args = list(flower_args)
     shorten_supernode_polling(poll_interval)
+    if heartbeat_interval is not None:
+        set_heartbeat_interval(heartbeat_interval)
     executor: subprocess.Popen[bytes] | None = None
     if warm:
         args += ["--isolation", "process"]
@@ -374,10 +403,15 @@ class Proc:
     name: str
     popen: subprocess.Popen[bytes]
     log: Path
+    offset: int = 0  # where this process's output starts in ``log``
 
     def text(self) -> str:
         """The process's output so far."""
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
+        if not self.log.exists():
+            return ""
+        with self.log.open("rb") as handle:
+            handle.seek(self.offset)
+            return handle.read().decode(errors="replace")
 
     def alive(self) -> bool:
         """True while the process runs."""
@@ -395,13 +429,34 @@ class Proc:
             os.killpg(self.popen.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout)
+        self.wait_group_gone(timeout)
         return self.popen.returncode
+
+    def group_gone(self) -> bool:
+        """True when no process of this process's group is left (zombies included)."""
+        try:
+            os.killpg(self.popen.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    def wait_group_gone(self, timeout: float = 10.0) -> bool:
+        """Wait until the group's orphans are reaped by init; True if they are."""
+        end = time.monotonic() + timeout
+        while not self.group_gone():
+            if time.monotonic() > end:
+                return False
+            time.sleep(0.05)
+        return True
 
     def kill(self) -> None:
         """SIGKILL the whole process group at once (a crash), and reap the leader."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.popen.pid, signal.SIGKILL)
         self.popen.wait(10)
+        self.wait_group_gone()
 
 
 @dataclass
@@ -418,6 +473,7 @@ class LocalDeployment:
     auth: bool = True
     poll_interval: float = 0.2
     warm: bool = True
+    heartbeat_interval: float | None = None
     port: int = field(default_factory=free_port)
     procs: list[Proc] = field(default_factory=list)
 
@@ -444,6 +500,7 @@ class LocalDeployment:
 
     def _start(self, name: str, command: list[str]) -> Proc:
         log = self.root / f"{name}.log"
+        offset = log.stat().st_size if log.exists() else 0
         handle = log.open("ab")
         popen = subprocess.Popen(
             command,
@@ -454,7 +511,7 @@ class LocalDeployment:
             start_new_session=True,
         )
         handle.close()
-        proc = Proc(name, popen, log)
+        proc = Proc(name, popen, log, offset)
         self.procs.append(proc)
         return proc
 
@@ -544,9 +601,31 @@ class LocalDeployment:
         if self.auth:
             flower_args += ["--auth-supernode-private-key", str(self.keys / name)]
         command = [_bin("fedkd"), "supernode", "--poll-interval", str(self.poll_interval)]
+        if self.heartbeat_interval is not None:
+            command += ["--heartbeat-interval", str(self.heartbeat_interval)]
         if not self.warm:
             command.append("--cold")
         return self._start(name, [*command, "--", *flower_args])
+
+    def rejoin(self, name: str, node_config: str, timeout: float = 90.0) -> Proc:
+        """Start SuperNode ``name`` again after a crash, as a supervisor would.
+
+        Until the SuperLink notices the crash (two heartbeat intervals), it refuses the
+        key (``[code: 2004]``, exit 305); retry every second until the node is active.
+        """
+        end = time.monotonic() + timeout
+        while True:
+            proc = self.start_supernode(name, node_config)
+            wait_for(
+                lambda p=proc: "SuperNode ID:" in p.text() or not p.alive(),
+                max(1.0, end - time.monotonic()),
+                what=f"{name} activation",
+            )
+            if proc.alive():
+                return proc
+            if "[code: 2004]" not in proc.text() or time.monotonic() > end:
+                raise RuntimeError(f"{name} did not rejoin:\n{proc.text()[-2000:]}")
+            time.sleep(0.5)
 
     def run(self, run_config: str, timeout: float = 60.0) -> int:
         """``flwr run . CONNECTION --run-config ...``; returns the run id."""
