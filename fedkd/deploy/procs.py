@@ -44,6 +44,7 @@ from flwr.serverapp import Grid
 logger = logging.getLogger(__name__)
 
 GRID_POLL_SECONDS = 0.1
+GRID_POLL_ENV = "FEDKD_GRID_POLL_SECONDS"  # override (e.g. 3 to measure Flower's default)
 # Imported once by the warm executor's fork server. Never the app's own packages: each
 # task must import them from the run's FAB, as flwr-clientapp does.
 WARM_PRELOAD = (
@@ -67,11 +68,14 @@ OPTIONAL_PRELOAD = ("opacus", "flwr_datasets")  # flwr_datasets: ~3 s (partition
 class FastPollGrid(Grid):
     """A Grid that polls for replies every ``interval`` seconds instead of 3 s.
 
-    Everything else is delegated to the Grid Flower hands the ServerApp.
+    The interval defaults to 0.1 s or ``$FEDKD_GRID_POLL_SECONDS``. Everything else is
+    delegated to the Grid Flower hands the ServerApp.
     """
 
-    def __init__(self, grid: Grid, interval: float = GRID_POLL_SECONDS) -> None:
+    def __init__(self, grid: Grid, interval: float | None = None) -> None:
         self._grid = grid
+        if interval is None:
+            interval = float(os.environ.get(GRID_POLL_ENV, GRID_POLL_SECONDS))
         self._interval = interval
 
     def set_run(self, run: Any) -> None:  # noqa: D102 - Grid API
@@ -474,6 +478,7 @@ class LocalDeployment:
     poll_interval: float = 0.2
     warm: bool = True
     heartbeat_interval: float | None = None
+    plain: bool = False  # plain ``flower-supernode`` (Flower's defaults), not ``fedkd supernode``
     port: int = field(default_factory=free_port)
     procs: list[Proc] = field(default_factory=list)
 
@@ -600,6 +605,8 @@ class LocalDeployment:
             flower_args += ["--insecure"]
         if self.auth:
             flower_args += ["--auth-supernode-private-key", str(self.keys / name)]
+        if self.plain:
+            return self._start(name, [_bin("flower-supernode"), *flower_args])
         command = [_bin("fedkd"), "supernode", "--poll-interval", str(self.poll_interval)]
         if self.heartbeat_interval is not None:
             command += ["--heartbeat-interval", str(self.heartbeat_interval)]
