@@ -423,6 +423,23 @@ def run_sweep(
     return cells, rows
 
 
+def report(
+    spec: SweepSpec, out: str | Path, *, plots: bool = True
+) -> tuple[list[Cell], list[dict[str, Any]]]:
+    """Rewrite ``results.csv``, ``results.md`` and the plots from the finished cells only."""
+    from simulations.sweep_plots import plot_sweep, summary_table
+
+    out = Path(out)
+    cells = expand(spec)
+    if not out.is_dir():
+        raise ConfigError(f"sweep folder not found: {out}")
+    rows = write_results(out, cells)
+    write_text(out / "results.md", summary_table(rows))
+    if plots:
+        plot_sweep(out, rows)
+    return cells, rows
+
+
 def _progress(total: int, completed: int) -> tuple[Any, Any] | None:
     import sys
 
@@ -555,7 +572,10 @@ def write_results(out: Path, cells: list[Cell]) -> list[dict[str, Any]]:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     spec = load_spec(args.config)
     out = Path(args.out) if args.out else Path("runs") / ("sweep-" + Path(args.config).stem)
-    cells, rows = run_sweep(spec, out, plots=not args.no_plots)
+    if args.report_only:
+        cells, rows = report(spec, out, plots=not args.no_plots)
+    else:
+        cells, rows = run_sweep(spec, out, plots=not args.no_plots)
     done = sum(r.get("status") == "done" for r in rows)
     import sys
 
@@ -586,6 +606,11 @@ def register(subparsers: Any) -> None:
     sweep.add_argument("config", help="sweep YAML (base:, grid: or grids:, set:, per_method:)")
     sweep.add_argument("--out", help="sweep folder (default: runs/sweep-<config name>)")
     sweep.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    sweep.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: rewrite results.csv, results.md and the plots from finished cells",
+    )
     sweep.set_defaults(func=_cmd_sweep)
 
     base = subparsers.add_parser("baseline", help="run one baseline method on a fedkd config")
@@ -604,6 +629,7 @@ __all__ = [
     "load_spec",
     "parse_spec",
     "register",
+    "report",
     "run_sweep",
     "write_results",
 ]

@@ -225,3 +225,6 @@ def test_cli_sweep_end_to_end_and_errors(tmp_path, capsys):
     bad.write_text(yaml.safe_dump({"base": BASE, "grid": {"method": ["nope"]}}))
     assert main(["sweep", str(bad), "--out", str(tmp_path / "o2")]) == 2
     assert "unknown method" in capsys.readouterr().err
+    (out / "results.csv").unlink()
+    assert main(["sweep", str(path), "--out", str(out), "--report-only", "--no-plots"]) == 0
+    assert (out / "results.csv").exists() and (out / "results.md").exists()
