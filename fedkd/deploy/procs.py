@@ -209,10 +209,12 @@ def run_supernode(
     """
     from flwr.supernode.cli.flower_supernode import flower_supernode
 
-    if not 0.01 <= poll_interval <= 3.0:
-        from fedkd.config import ConfigError
+    from fedkd.config import ConfigError
 
+    if not 0.01 <= poll_interval <= 3.0:
         raise ConfigError(f"--poll-interval must be in [0.01, 3], got {poll_interval}")
+    if heartbeat_interval is not None and heartbeat_interval < 10:
+        raise ConfigError(f"--heartbeat-interval must be >= 10, got {heartbeat_interval}")
     args = list(flower_args)
     shorten_supernode_polling(poll_interval)
     if heartbeat_interval is not None:
@@ -330,7 +332,9 @@ def run_warm_executor(
                 child.start()
                 children.append(child)
                 continue  # another task may be queued: ask again at once
-            children = [c for c in children if c.is_alive() or c.join() or False]
+            for child in [c for c in children if not c.is_alive()]:
+                child.join()  # reap
+                children.remove(child)
             time.sleep(poll_interval)
     finally:
         client.close()

@@ -1,0 +1,103 @@
+"""Fast-round pieces without processes: the ServerApp's grid, the SuperNode's sleeps, CLI."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import pytest
+from flwr.serverapp import Grid
+
+from fedkd.deploy import procs
+from simulations.cli import main
+
+
+class _FakeGrid(Grid):
+    """Replies to message ``i`` become available after ``delays[i]`` seconds."""
+
+    def __init__(self, delays: list[float]) -> None:
+        self.delays = delays
+        self.t0 = 0.0
+        self.pulls = 0
+
+    def set_run(self, run):  # noqa: D102
+        pass
+
+    @property
+    def run(self):  # noqa: D102
+        return None
+
+    def create_message(self, *args, **kwargs):  # noqa: D102
+        raise NotImplementedError
+
+    def get_node_ids(self):  # noqa: D102
+        return [1, 2]
+
+    def push_messages(self, messages):  # noqa: D102
+        self.t0 = time.monotonic()
+        return [str(i) for i, _ in enumerate(messages)]
+
+    def pull_messages(self, message_ids):  # noqa: D102
+        self.pulls += 1
+        now = time.monotonic() - self.t0
+        return [
+            SimpleNamespace(metadata=SimpleNamespace(reply_to_message_id=i))
+            for i in sorted(message_ids)
+            if now >= self.delays[int(i)]
+        ]
+
+    def send_and_receive(self, messages, *, timeout=None):  # noqa: D102
+        raise AssertionError("FastPollGrid must not call the slow loop")
+
+
+def test_fast_poll_grid_returns_replies_soon_after_they_arrive() -> None:
+    grid = procs.FastPollGrid(_FakeGrid([0.0, 0.3]), interval=0.05)
+    t0 = time.monotonic()
+    replies = list(grid.send_and_receive(["a", "b"], timeout=5))
+    elapsed = time.monotonic() - t0
+    assert sorted(r.metadata.reply_to_message_id for r in replies) == ["0", "1"]
+    assert 0.3 <= elapsed < 1.0  # Flower's own loop would take 3 s
+    assert list(grid.get_node_ids()) == [1, 2]
+
+
+def test_fast_poll_grid_gives_up_at_the_timeout() -> None:
+    grid = procs.FastPollGrid(_FakeGrid([0.0, 60.0]), interval=0.05)
+    t0 = time.monotonic()
+    replies = list(grid.send_and_receive(["a", "b"], timeout=0.3))
+    assert len(replies) == 1 and time.monotonic() - t0 < 1.0
+
+
+def test_fast_poll_grid_interval_from_environment(monkeypatch) -> None:
+    monkeypatch.setenv(procs.GRID_POLL_ENV, "3")
+    assert procs.FastPollGrid(_FakeGrid([0.0]))._interval == 3.0
+
+
+def test_supernode_sleeps_are_capped(monkeypatch) -> None:
+    from flwr.supernode import start_client_internal as sci
+
+    monkeypatch.setattr(sci, "time", sci.time)  # restored after the test
+    procs.shorten_supernode_polling(0.01)
+    t0 = time.monotonic()
+    sci.time.sleep(3)
+    assert time.monotonic() - t0 < 0.5
+    assert sci.time.monotonic() > 0  # everything else is the real time module
+
+
+def test_flag_parsing() -> None:
+    args = ["--port", "9", "--host=0.0.0.0", "--port=10"]
+    assert procs._flag(args, "--port") == "10"
+    assert procs._flag(args, "--host") == "0.0.0.0"
+    assert procs._flag(args, "--ssl-ca-certfile") is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["supernode", "--", "--isolation", "subprocess"], "sets --isolation itself"),
+        (["supernode", "--poll-interval", "9", "--", "--insecure"], "--poll-interval"),
+        (["supernode", "--heartbeat-interval", "2", "--", "--insecure"], "heartbeat"),
+    ],
+)
+def test_supernode_command_refuses_bad_options(argv, message, capsys) -> None:
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
