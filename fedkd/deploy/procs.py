@@ -224,6 +224,8 @@ def run_supernode(
         args += ["--isolation", "process"]
         host = _flag(args, "--host") or "127.0.0.1"
         port = _flag(args, "--port") or "9094"
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"  # IPv6
         command = [
             sys.executable,
             "-c",
