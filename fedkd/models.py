@@ -23,6 +23,11 @@ def _mlp(input_shape: tuple[int, ...], num_classes: int, hidden: tuple[int, ...]
     return nn.Sequential(*layers)
 
 
+def linear(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """Multinomial logistic regression: Flatten -> classes (few parameters: DP-friendly)."""
+    return _mlp(input_shape, num_classes, ())
+
+
 def mlp(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """Flatten -> 128 -> classes."""
     return _mlp(input_shape, num_classes, (128,))
@@ -68,6 +73,7 @@ class SmallCNN(nn.Module):
 
 
 MODELS: dict[str, Callable[[tuple[int, ...], int], nn.Module]] = {
+    "linear": linear,
     "mlp": mlp,
     "mlp_wide": mlp_wide,
     "cnn": SmallCNN,

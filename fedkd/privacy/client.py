@@ -109,6 +109,7 @@ def private_revisit(
             lr=cfg.clients.lr,
             batch_size=cfg.clients.batch_size,
             generator=generator,
+            momentum=0.9,  # as the non-private loop; post-processing, no privacy cost
         )
     metrics = {
         "dpsgd-epsilon": epsilon_of(dp, cfg.privacy.delta),

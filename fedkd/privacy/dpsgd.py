@@ -159,6 +159,7 @@ def dp_train(
     batch_size: int,
     generator: torch.Generator,
     loss_fn: nn.Module | None = None,
+    momentum: float = 0.0,
 ) -> tuple[float, DPSGDState]:
     """Train ``model`` in place with DP-SGD for ``epochs`` epochs, continuing the accountant.
 
@@ -175,7 +176,9 @@ def dp_train(
     epochs : int
         Epochs of ``ceil(n / batch_size)`` Poisson-sampled steps each.
     lr : float
-        SGD learning rate (plain SGD).
+        SGD learning rate.
+    momentum : float
+        SGD momentum (post-processing of the noisy gradients: no privacy cost).
     batch_size : int
         Expected batch size B; with the data size it fixes q.
     generator : torch.Generator
@@ -225,7 +228,7 @@ def dp_train(
     engine = PrivacyEngine(accountant=state.accountant)
     if state.accountant_state:
         engine.accountant.load_state_dict(copy.deepcopy(state.accountant_state))
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     was_training = model.training
     dp_model, dp_optimizer, dp_loader = engine.make_private(
         module=model,
