@@ -6,6 +6,8 @@ round's messages to the evaluated student, so server-side distillation is includ
 
 * ``deploy-fast``: SuperLink (TLS, node auth) + 3 ``fedkd supernode`` (0.2 s polling,
   warm ClientApp fork server), ServerApp polling replies every 0.1 s;
+* ``deploy-cold`` (``--cold``): ``fedkd supernode --cold``, short polling but Flower's
+  own ``flwr-clientapp`` process per message;
 * ``deploy-naive`` (``--naive``): the same SuperLink + 3 plain ``flower-supernode`` and
   the ServerApp polling every 3 s, i.e. Flower 1.42's defaults;
 * ``sim-inprocess``: ``fedkd simulate --set runtime.backend=inprocess``;
@@ -13,7 +15,7 @@ round's messages to the evaluated student, so server-side distillation is includ
 
 Usage::
 
-    python benchmarks/deploy_rounds.py --rounds 6 [--naive] [--ray] [--json out.json]
+    python benchmarks/deploy_rounds.py --rounds 6 [--cold] [--naive] [--ray] [--json out.json]
 """
 
 from __future__ import annotations
@@ -40,9 +42,11 @@ def _seconds(run: Path) -> list[float]:
     return [float(r["seconds"]) for r in rows]
 
 
-def deploy(root: Path, overrides: list[str], naive: bool, timeout: float) -> dict:
+def deploy(
+    root: Path, overrides: list[str], naive: bool, timeout: float, warm: bool = True
+) -> dict:
     """One deployment run; returns per-round seconds and the run's total wall time."""
-    dep = LocalDeployment(root=root, app_dir=REPO, plain=naive)
+    dep = LocalDeployment(root=root, app_dir=REPO, plain=naive, warm=warm)
     dep.env["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"] = "1.0" if naive else "0.2"
     if naive:
         dep.env["FEDKD_GRID_POLL_SECONDS"] = "3"
@@ -59,7 +63,7 @@ def deploy(root: Path, overrides: list[str], naive: bool, timeout: float) -> dic
         marker = "SuperNode ID:"
         for proc in nodes:
             wait_for(lambda p=proc: marker in p.text(), 120, proc, f"{proc.name} activation")
-        if not naive:  # the warm executor is ready once its fork server has preloaded
+        if warm and not naive:  # the warm executor is ready once its fork server has preloaded
             for proc in nodes:
                 wait_for(lambda p=proc: "warm executor ready" in p.text(), 120, proc, "warm")
         out = root / "run"
@@ -98,6 +102,7 @@ def simulate(root: Path, overrides: list[str], backend: str) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--cold", action="store_true", help="also fedkd supernode --cold")
     parser.add_argument("--naive", action="store_true", help="also Flower's defaults (slow)")
     parser.add_argument("--ray", action="store_true", help="also the Ray simulation")
     parser.add_argument("--json", help="write the figures to this file")
@@ -107,6 +112,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="fedkd-bench-") as tmp:
         root = Path(tmp)
         results["deploy-fast"] = deploy(root / "fast", overrides, False, 60 * args.rounds)
+        if args.cold:
+            results["deploy-cold"] = deploy(
+                root / "cold", overrides, False, 90 * args.rounds, warm=False
+            )
         if args.naive:
             results["deploy-naive"] = deploy(root / "naive", overrides, True, 90 * args.rounds)
         results["sim-inprocess"] = simulate(root, overrides, "inprocess")
