@@ -19,6 +19,6 @@ run() {
 
 case "${1:-digits}" in
   digits) run digits simulations/configs/sweep_digits.yaml ;;
-  fmnist) run fmnist simulations/configs/sweep_fmnist.yaml ;;
+  fmnist) run fmnist simulations/configs/sweep_fmnist.yaml ;;   # slow: about 1.5 h here
   *) echo "usage: $0 digits|fmnist" >&2; exit 2 ;;
 esac
