@@ -30,13 +30,27 @@ def _num(value: Any) -> float:
         return float("nan")
 
 
+_NOT_SETTING = {"cell", "epsilon", "privacy.mechanisms", "method", "seed"}
+
+
+def setting_of(row: dict[str, Any]) -> str:
+    """Other swept values of a row (not method, seed, ε, mechanism), e.g. ``clients.lr=0.1``."""
+    from simulations.sweep import RESULT_COLUMNS
+
+    keys = [k for k in row if k not in _NOT_SETTING and k not in RESULT_COLUMNS]
+    return ", ".join(f"{k}={row[k]}" for k in keys if row[k] not in ("", None))
+
+
 def series_label(row: dict[str, Any]) -> str:
     """Legend label of a results row, e.g. ``fedkd / dpsgd (example-level)``."""
     mech = row["mechanism"]
+    setting = setting_of(row)
+    suffix = f" [{setting}]" if setting else ""
     if mech == "none":
-        return str(row["method"])
+        return f"{row['method']}{suffix}"
     scope = _SCOPE.get(mech.split("+")[0], "")
-    return f"{row['method']} / {mech} ({scope}-level)" if scope else f"{row['method']} / {mech}"
+    label = f"{row['method']} / {mech} ({scope}-level)" if scope else f"{row['method']} / {mech}"
+    return label + suffix
 
 
 def _done(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -65,29 +79,29 @@ def plot_accuracy_vs_epsilon(rows: list[dict[str, Any]], path: Path) -> None:
         logger.info("no private cells: skipping %s", path.name)
         return
     inf_x = max(eps_values) * 2
-    non_private: dict[str, list[float]] = defaultdict(list)
+    non_private: dict[tuple[str, str], list[float]] = defaultdict(list)
     for r in done:
         if r["mechanism"] == "none":
-            non_private[r["method"]].append(_num(r["student_accuracy"]))
+            non_private[(r["method"], setting_of(r))].append(_num(r["student_accuracy"]))
     groups: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in private:
         groups[series_label(r)][_num(r["target_epsilon"])].append(_num(r["student_accuracy"]))
-    method_of = {series_label(r): r["method"] for r in private}
+    method_of = {series_label(r): (r["method"], setting_of(r)) for r in private}
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     for label, by_eps in sorted(groups.items()):
         xs = sorted(by_eps)
         stats = [_mean_std(by_eps[x]) for x in xs]
-        twin = _NON_PRIVATE_TWIN.get(method_of[label], method_of[label])
+        method, setting = method_of[label]
+        twin = (_NON_PRIVATE_TWIN.get(method, method), setting)
         if non_private.get(twin):
             xs = [*xs, inf_x]
             stats.append(_mean_std(non_private[twin]))
         means, stds = zip(*stats, strict=True)
         style = "--" if "client" in label else "-"
         ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, linestyle=style, label=label)
-    for method in ("local",):
-        if non_private.get(method):
-            mean, _ = _mean_std(non_private[method])
-            ax.axhline(mean, color="grey", linestyle=":", label=f"{method} (non-private)")
+    for (method, setting), accs in sorted(non_private.items()):
+        if method == "local":
+            ax.axhline(_mean_std(accs)[0], color="grey", linestyle=":", label="local (non-private)")
     ax.set_xscale("log", base=2)
     ticks = [*eps_values, inf_x]
     ax.set_xticks(ticks)
@@ -203,22 +217,23 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
     Columns: accuracy, seeds, measured ε (example- or client-level, mean), uplink bytes per
     client-round, total uplink bytes per run, wall seconds per run (mean).
     """
-    groups: dict[tuple[str, str, float], list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[tuple[str, str, float, str], list[dict[str, Any]]] = defaultdict(list)
     for r in _done(rows):
-        groups[(r["method"], r["mechanism"], _num(r["target_epsilon"]))].append(r)
+        key = (r["method"], r["mechanism"], _num(r["target_epsilon"]), setting_of(r))
+        groups[key].append(r)
     lines = [
-        "| method | privacy | target ε | accuracy (mean ± std) | seeds | measured ε (δ) "
-        "| uplink B / client-round | uplink B / run | wall s / run |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| method | privacy | target ε | setting | accuracy (mean ± std) | seeds "
+        "| measured ε (δ) | uplink B / client-round | uplink B / run | wall s / run |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
 
-    def order(key: tuple[str, str, float]) -> tuple:
+    def order(key: tuple[str, str, float, str]) -> tuple:
         methods = ["fedkd", "central", "central-dpsgd", "local", "fedavg", "dp-fedavg"]
         rank = methods.index(key[0]) if key[0] in methods else len(methods)
-        return (rank, key[1], -key[2] if math.isinf(key[2]) else key[2])
+        return (rank, key[1], key[3], -key[2] if math.isinf(key[2]) else key[2])
 
     for key in sorted(groups, key=order):
-        method, mech, eps = key
+        method, mech, eps, setting = key
         rs = groups[key]
         mean, std = _mean_std([_num(r["student_accuracy"]) for r in rs])
         scope = "example" if mech == "dpsgd" else "client"
@@ -234,7 +249,8 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
         if method == "local" and any(math.isfinite(w) for w in worst):
             acc_text += f" (worst client {_mean_std(worst)[0]:.4f})"
         lines.append(
-            f"| {method} | {mech} | {'∞' if math.isinf(eps) else f'{eps:g}'} | {acc_text} "
+            f"| {method} | {mech} | {'∞' if math.isinf(eps) else f'{eps:g}'} | {setting or '—'} "
+            f"| {acc_text} "
             f"| {len(rs)} | {eps_text} | {up:,.0f} | {total:,.0f} | {wall:.1f} |"
         )
     return "\n".join(lines) + "\n"
