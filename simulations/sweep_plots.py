@@ -99,7 +99,7 @@ def plot_accuracy_vs_epsilon(rows: list[dict[str, Any]], path: Path) -> None:
         means, stds = zip(*stats, strict=True)
         style = "--" if "client" in label else "-"
         ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, linestyle=style, label=label)
-    for (method, setting), accs in sorted(non_private.items()):
+    for (method, _setting), accs in sorted(non_private.items()):
         if method == "local":
             ax.axhline(_mean_std(accs)[0], color="grey", linestyle=":", label="local (non-private)")
     ax.set_xscale("log", base=2)
