@@ -53,11 +53,15 @@ def codec_for(cfg: Config):
 
 
 def _client_id(context: Context) -> int:
+    """The node's stable client id: ``partition-id`` (simulation) or ``client-id`` (device)."""
     node_config = context.node_config
     for key in ("partition-id", "client-id"):
         if key in node_config:
-            return int(node_config[key])
-    return int(context.node_id)
+            try:
+                return int(node_config[key])
+            except (TypeError, ValueError) as err:
+                raise ConfigError(f"node config {key} must be an integer") from err
+    raise ConfigError("node config must set client-id (or partition-id in simulation)")
 
 
 def _data(cfg: Config, context: Context) -> tuple[int, ClientData]:
@@ -69,8 +73,22 @@ def _data(cfg: Config, context: Context) -> tuple[int, ClientData]:
     return cid, client_data(cfg.data, cfg.seed, cfg.clients.num_clients, cid)
 
 
-def _state_dir(msg_config: ConfigRecord, context: Context, cid: int) -> StateDir | None:
-    root = context.node_config.get("state-dir") or msg_config.get(proto.STATE_DIR)
+def _state_dir(
+    cfg: Config, msg_config: ConfigRecord, context: Context, cid: int
+) -> StateDir | None:
+    """Where this client keeps its state on disk.
+
+    A device (``data-path`` in its node config) uses only its own ``state-dir``; the folder
+    the server names is for simulated clients, which share the server's disk.
+    """
+    device = "data-path" in context.node_config
+    root = context.node_config.get("state-dir") or (
+        None if device else msg_config.get(proto.STATE_DIR)
+    )
+    if device and root is None and "dpsgd" in cfg.privacy.mechanisms:
+        raise ConfigError(
+            "node config sets no state-dir: with dpsgd the accountant must survive restarts"
+        )
     return StateDir(Path(str(root)) / f"client-{cid}") if root else None
 
 
@@ -97,7 +115,9 @@ def _task(msg: Message) -> RoundTask:
 
 
 def _user_error(msg: Message, context: Context, err: Exception) -> Message:
-    reason = f"node {_client_id(context)}: {err}"
+    ids = context.node_config
+    who = ids.get("partition-id", ids.get("client-id", context.node_id))
+    reason = f"node {who}: {err}"
     logger.error(reason)
     return Message(Error(code=USER_ERROR, reason=reason), reply_to=msg)
 
@@ -115,7 +135,7 @@ def train(msg: Message, context: Context) -> Message:
                 Error(code=SIMULATED_DROPOUT, reason=f"node {cid}: simulated dropout"), reply_to=msg
             )
         cid, data = _data(cfg, context)
-        store = _state_dir(msg.content[proto.CONFIG], context, cid)
+        store = _state_dir(cfg, msg.content[proto.CONFIG], context, cid)
         result = local_round(cfg, data, cid, task, _restore(context, store, task.server_round))
     except (ConfigError, DataError, ModelError) as err:
         return _user_error(msg, context, err)
