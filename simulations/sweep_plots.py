@@ -157,6 +157,8 @@ def _plot_curves(out: Path, rows: list[dict[str, Any]], path: Path, *, x_key: st
     if not curves:
         return
     panels = _panels(curves)
+    labels = sorted({label for label, _ in curves})
+    colors = {label: f"C{i % 10}" for i, label in enumerate(labels)}
     fig, axes = plt.subplots(
         1, len(panels), figsize=(4.2 * len(panels), 4.0), squeeze=False, sharey=True
     )
@@ -175,7 +177,7 @@ def _plot_curves(out: Path, rows: list[dict[str, Any]], path: Path, *, x_key: st
                     [np.cumsum([r.get("bytes_up", 0) for r in run[:length]]) for run in runs],
                     axis=0,
                 )
-            ax.plot(xs, np.nanmean(acc, axis=0), marker=".", label=label)
+            ax.plot(xs, np.nanmean(acc, axis=0), marker=".", label=label, color=colors[label])
         title = "non-private" if math.isinf(eps) else f"ε = {eps:g}"
         ax.set_title(title)
         ax.set_xlabel("round" if x_key == "round" else "cumulative uplink bytes (all clients)")
