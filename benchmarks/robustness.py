@@ -43,8 +43,11 @@ def main() -> None:
             agg = f"distill.aggregation={rule}"
             clean = run(Path(tmp) / f"{rule}-0", args.rounds, agg)
             adv = run(
-                Path(tmp) / f"{rule}-20", args.rounds, agg,
-                "faults.adversarial_fraction=0.2", f"faults.attack={args.attack}",
+                Path(tmp) / f"{rule}-20",
+                args.rounds,
+                agg,
+                "faults.adversarial_fraction=0.2",
+                f"faults.attack={args.attack}",
             )
             print(f"{rule:14} {clean:>7.4f} {adv:>8.4f} {100 * (clean - adv):>14.1f}")
         drop = run(Path(tmp) / "drop", args.rounds, "faults.dropout=0.3")
