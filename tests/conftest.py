@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
+
+# Flower starts its helpers (flower-superexec, flwr-serverapp...) by name: make the
+# interpreter's own bin folder come first on PATH, even when the venv is not activated.
+os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 
 for _key, _value in {
     "FLWR_TELEMETRY_ENABLED": "0",
