@@ -97,7 +97,7 @@ def plot_accuracy_vs_epsilon(rows: list[dict[str, Any]], path: Path) -> None:
             xs = [*xs, inf_x]
             stats.append(_mean_std(non_private[twin]))
         means, stds = zip(*stats, strict=True)
-        style = "--" if "client" in label else "-"
+        style = "--" if "(client-level)" in label else "-"
         ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, linestyle=style, label=label)
     for (method, _setting), accs in sorted(non_private.items()):
         if method == "local":
