@@ -5,7 +5,7 @@ fedkd) for ``clients.local_epochs`` epochs per round. Every client is evaluated 
 server's test set; a row reports the mean (``student_accuracy``) and the worst client
 (``worst_client_accuracy``). Evaluating all clients is the slow part, so rows are written
 every ``max(1, rounds // 5)`` rounds and at the last round, or only at the last round when
-``num_clients × test examples`` exceeds one million.
+``num_clients × test examples`` reaches one million.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def run_local(cfg: Config, out: str | Path) -> dict[str, Any]:
         opts.append(make_optimizer(model, c.lr))
     gens = [generator(cfg.seed, 13, i) for i in range(c.num_clients)]
     # Evaluating every client is the slow part: only at the end for large settings.
-    large = c.num_clients * len(data.y_test) > 1_000_000
+    large = c.num_clients * len(data.y_test) >= 1_000_000
     every = cfg.rounds if large else max(1, cfg.rounds // 5)
     accs: list[float] = []
     for rnd in range(1, cfg.rounds + 1):
