@@ -186,7 +186,7 @@ def _weighted_mean(rule: str, values: np.ndarray, w: np.ndarray) -> np.ndarray:
     return np.tensordot(w / total, values, axes=1)
 
 
-def _sharpen(m: np.ndarray, power: float) -> np.ndarray:
+def sharpen(m: np.ndarray, power: float) -> np.ndarray:
     """Return ``m**power`` row-normalized, computed in log space.
 
     Parameters
@@ -321,7 +321,7 @@ def dsfl(
     if not 0 < t < 1:
         raise ValueError(f"aggregation rule 'dsfl': temperature must be in (0, 1), got {t}")
     p, w = _check_inputs(preds, weights)
-    return _sharpen(_normalize(_weighted_mean("dsfl", p, w)), 1.0 / t)
+    return sharpen(_normalize(_weighted_mean("dsfl", p, w)), 1.0 / t)
 
 
 def power(preds: np.ndarray, weights: np.ndarray | None = None, beta: float = 2.0) -> np.ndarray:
@@ -350,7 +350,7 @@ def power(preds: np.ndarray, weights: np.ndarray | None = None, beta: float = 2.
     if not b > 0:
         raise ValueError(f"aggregation rule 'power': beta must be > 0, got {b}")
     p, w = _check_inputs(preds, weights)
-    return _sharpen(_normalize(_weighted_mean("power", p, w)), b)
+    return sharpen(_normalize(_weighted_mean("power", p, w)), b)
 
 
 def confidence(preds: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:

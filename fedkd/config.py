@@ -51,6 +51,7 @@ class ClientsConfig:
     lr: float = 0.05
     batch_size: int = 32
     min_replies: int = 1  # fewer valid replies than this skips the round
+    public_features: int = 0  # k > 0: client models see a PCA of the public proxy (k dims)
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,9 @@ class DistillConfig:
     codec: str = "fp32"  # fp32 | fp16 | int8 | onebit | topk
     topk: int = 2
     augment: bool = False  # random 1-pixel shifts of proxy images while distilling
+    propagate_neighbors: int = 0  # k > 0: smooth teacher labels over the proxy's kNN graph
+    propagate_alpha: float = 0.9  # weight of the neighbours in label propagation, [0, 1)
+    sharpen: float = 1.0  # distil on targets p**sharpen / sum(p**sharpen) (after propagation)
 
 
 @dataclass(frozen=True)
@@ -332,10 +336,22 @@ def validate(cfg: Config) -> None:
     _require(c.digest_epochs >= 0, f"clients.digest_epochs must be >= 0, got {c.digest_epochs}")
     _require(c.lr > 0, f"clients.lr must be > 0, got {c.lr}")
     _require(c.batch_size >= 1, f"clients.batch_size must be >= 1, got {c.batch_size}")
+    _require(
+        c.public_features >= 0, f"clients.public_features must be >= 0, got {c.public_features}"
+    )
     _require(c.min_replies >= 1, f"clients.min_replies must be >= 1, got {c.min_replies}")
     _require(k.temperature > 0, f"distill.temperature must be > 0, got {k.temperature}")
     _require(k.epochs >= 0, f"distill.epochs must be >= 0, got {k.epochs}")
     _require(k.lr > 0, f"distill.lr must be > 0, got {k.lr}")
+    _require(
+        k.propagate_neighbors >= 0,
+        f"distill.propagate_neighbors must be >= 0, got {k.propagate_neighbors}",
+    )
+    _require(k.sharpen > 0, f"distill.sharpen must be > 0, got {k.sharpen}")
+    _require(
+        0 <= k.propagate_alpha < 1,
+        f"distill.propagate_alpha must be in [0, 1), got {k.propagate_alpha}",
+    )
     _require(
         k.proxy_per_round >= 0, f"distill.proxy_per_round must be >= 0, got {k.proxy_per_round}"
     )

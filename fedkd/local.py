@@ -16,7 +16,7 @@ from fedkd.clientdata import ClientData
 from fedkd.clientstate import ClientState
 from fedkd.config import Config
 from fedkd.distill import evaluate, make_optimizer, predict_probs, train_distill, train_supervised
-from fedkd.models import build_model
+from fedkd.features import build_client_model
 from fedkd.protocol import derive_seed
 
 logger = logging.getLogger(__name__)
@@ -71,8 +71,13 @@ def local_round(
         State from the client's last round, or None on its first round.
     """
     name = client_model_name(cfg, client_id)
-    model = build_model(
-        name, data.input_shape, data.num_classes, seed=derive_seed(cfg.seed, client_id, _INIT)
+    model = build_client_model(
+        name,
+        data.input_shape,
+        data.num_classes,
+        seed=derive_seed(cfg.seed, client_id, _INIT),
+        x_public=data.x_proxy,
+        public_features=cfg.clients.public_features,
     )
     optimizer = make_optimizer(model, cfg.clients.lr)
     if state is not None:

@@ -7,9 +7,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from fedkd.aggregate import sharpen
 from fedkd.config import Config
 from fedkd.distill import evaluate, make_optimizer, train_distill
 from fedkd.models import build_model
+from fedkd.propagate import propagate
 from fedkd.protocol import derive_seed
 from fedkd.teacher import TeacherCache
 
@@ -39,11 +41,20 @@ class Student:
         gen = torch.Generator().manual_seed(
             derive_seed(self.cfg.seed, server_round, _STUDENT_DISTILL)
         )
+        targets = cache.probs[rows]  # (R, C)
+        d = self.cfg.distill
+        if d.propagate_neighbors > 0:
+            # Post-processing of released labels with public inputs: no privacy cost.
+            targets = propagate(
+                x_proxy[rows], targets, neighbors=d.propagate_neighbors, alpha=d.propagate_alpha
+            )
+        if d.sharpen != 1.0:
+            targets = sharpen(targets, d.sharpen)
         return train_distill(
             self.model,
             self.optimizer,
             x_proxy[rows],
-            cache.probs[rows],
+            targets,
             epochs=self.cfg.distill.epochs,
             batch_size=self.cfg.distill.batch_size,
             temperature=self.cfg.distill.temperature,

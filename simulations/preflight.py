@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fedkd.clientdata import partitions_for, splits_for
 from fedkd.config import Config, ConfigError
+from fedkd.features import build_client_model
 from fedkd.local import client_model_name
 from fedkd.models import build_model
 
@@ -20,7 +21,14 @@ def preflight(cfg: Config) -> None:
     parts = partitions_for(cfg.data, cfg.seed, cfg.clients.num_clients)
     shape, classes = tuple(splits.input_shape), int(splits.num_classes)
     for name in {client_model_name(cfg, i) for i in range(cfg.clients.num_clients)}:
-        build_model(name, shape, classes, seed=0)
+        build_client_model(
+            name,
+            shape,
+            classes,
+            seed=0,
+            x_public=splits.x_proxy,
+            public_features=cfg.clients.public_features,
+        )
     build_model(cfg.distill.student, shape, classes, seed=0)
     empty = [i for i, p in enumerate(parts) if len(p) == 0]
     if empty:

@@ -41,6 +41,10 @@ def test_wrong_type_is_named():
         ("privacy.mechanisms=[magic]", "privacy.mechanisms"),
         ("privacy.delta=1.5", "privacy.delta"),
         ("distill.temperature=0", "distill.temperature"),
+        ("clients.public_features=-1", "clients.public_features"),
+        ("distill.propagate_neighbors=-2", "distill.propagate_neighbors"),
+        ("distill.propagate_alpha=1", "distill.propagate_alpha"),
+        ("distill.sharpen=0", "distill.sharpen"),
     ],
 )
 def test_impossible_values_are_refused_naming_the_key(override, key):

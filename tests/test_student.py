@@ -1,0 +1,53 @@
+"""The student distils the teacher cache, propagated and sharpened when configured."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fedkd.student as student_mod
+from fedkd.aggregate import sharpen
+from fedkd.config import from_dict
+from fedkd.propagate import propagate
+from fedkd.teacher import TeacherCache
+
+
+def _setup(overrides: list[str]):
+    cfg = from_dict({"distill": {"student": "linear", "epochs": 1}}, overrides)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 4, 4)).astype(np.float32)
+    cache = TeacherCache.empty(40, 3)
+    rows = np.arange(0, 40, 2)  # half the proxy labelled
+    cache.update(rows, rng.dirichlet(np.ones(3), size=len(rows)).astype(np.float32))
+    return cfg, x, cache, rows
+
+
+def _captured_targets(monkeypatch, overrides):
+    cfg, x, cache, rows = _setup(overrides)
+    seen = {}
+
+    def fake_train(model, optimizer, x_rows, targets, **kwargs):
+        seen["x"], seen["targets"] = x_rows, targets
+        return 0.0
+
+    monkeypatch.setattr(student_mod, "train_distill", fake_train)
+    student_mod.Student(cfg, (4, 4), 3).distill(x, cache, server_round=1)
+    return seen, x, cache, rows
+
+
+def test_student_distils_the_cached_labels_unchanged_by_default(monkeypatch):
+    seen, x, cache, rows = _captured_targets(monkeypatch, [])
+    np.testing.assert_array_equal(seen["x"], x[rows])
+    np.testing.assert_array_equal(seen["targets"], cache.probs[rows])
+
+
+@pytest.mark.parametrize("power", [1.0, 3.0])
+def test_student_distils_propagated_then_sharpened_labels(monkeypatch, power):
+    overrides = ["distill.propagate_neighbors=3", "distill.propagate_alpha=0.7"]
+    overrides.append(f"distill.sharpen={power}")
+    seen, x, cache, rows = _captured_targets(monkeypatch, overrides)
+    expected = propagate(x[rows], cache.probs[rows], neighbors=3, alpha=0.7)
+    if power != 1.0:
+        expected = sharpen(expected, power)
+    np.testing.assert_allclose(seen["targets"], expected, atol=1e-6)
+    assert not np.allclose(seen["targets"], cache.probs[rows])
