@@ -7,7 +7,9 @@ the proxy inputs and ``T`` the teacher labels,
 
     F <- alpha * W @ F + (1 - alpha) * T,
 
-iterated to its fixed point ``F* = (1 - alpha) (I - alpha W)^-1 T``. It reads only the
+iterated to its fixed point ``F* = (1 - alpha) (I - alpha W)^-1 T``. Rows without a
+teacher label start at zero and receive labels from labelled neighbours, so a few
+well-labelled rows can label the whole proxy set. It reads only the
 public proxy inputs and the already released teacher labels, so it is post-processing:
 it costs no privacy under any of the three DP paths.
 """
@@ -65,6 +67,7 @@ def propagate(
     alpha: float = 0.9,
     tol: float = 1e-6,
     max_iter: int = 500,
+    graph: sparse.csr_matrix | None = None,
 ) -> np.ndarray:
     """Smooth soft labels ``probs`` over the kNN graph of ``x``.
 
@@ -73,7 +76,7 @@ def propagate(
     x : np.ndarray
         (N, ...) public inputs the labels belong to.
     probs : np.ndarray
-        (N, C) teacher labels, rows summing to 1.
+        (N, C) teacher labels, rows summing to 1, or all zero for unlabelled rows.
     neighbors : int
         k of the kNN graph.
     alpha : float
@@ -81,11 +84,15 @@ def propagate(
         ``probs`` unchanged.
     tol, max_iter :
         Stop when the largest change is below ``tol`` (converges geometrically, rate alpha).
+    graph : scipy.sparse.csr_matrix, optional
+        ``knn_graph(x, neighbors)`` computed once by the caller (the proxy set does not
+        change during a run); built here when omitted.
 
     Returns
     -------
     np.ndarray
-        (N, C) float32 propagated labels, rows summing to 1.
+        (N, C) float32 propagated labels: rows summing to 1, or all zero for a row that no
+        label reached (unlabelled and not connected to a labelled row).
     """
     t = np.asarray(probs, dtype=np.float64)
     if t.ndim != 2 or len(t) != len(x):
@@ -94,7 +101,9 @@ def propagate(
         raise ValueError(f"alpha must be in [0, 1), got {alpha}")
     if alpha == 0.0 or len(t) < 2:
         return t.astype(np.float32)
-    w = knn_graph(x, neighbors)
+    w = knn_graph(x, neighbors) if graph is None else graph
+    if w.shape != (len(t), len(t)):
+        raise ValueError(f"graph must be ({len(t)}, {len(t)}), got {w.shape}")
     f = t.copy()
     for _ in range(max_iter):
         nxt = alpha * (w @ f) + (1.0 - alpha) * t
@@ -102,5 +111,8 @@ def propagate(
         f = nxt
         if done:
             break
-    f /= f.sum(axis=1, keepdims=True)
+    mass = f.sum(axis=1, keepdims=True)  # (N, 1)
+    reached = mass[:, 0] > 1e-12
+    f[reached] /= mass[reached]
+    f[~reached] = 0.0
     return f.astype(np.float32)

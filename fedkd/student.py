@@ -11,7 +11,7 @@ from fedkd.aggregate import sharpen
 from fedkd.config import Config
 from fedkd.distill import evaluate, make_optimizer, train_distill
 from fedkd.models import build_model
-from fedkd.propagate import propagate
+from fedkd.propagate import knn_graph, propagate
 from fedkd.protocol import derive_seed
 from fedkd.teacher import TeacherCache
 
@@ -32,6 +32,7 @@ class Student:
             cfg.distill.student, input_shape, num_classes, seed=derive_seed(cfg.seed, _STUDENT_INIT)
         )
         self.optimizer = make_optimizer(self.model, cfg.distill.lr)
+        self._graph = None  # kNN graph of the proxy set, built on first use
 
     def distill(self, x_proxy: np.ndarray, cache: TeacherCache, server_round: int) -> float:
         """Distil every labelled proxy row into the student; returns the mean KD loss."""
@@ -44,10 +45,19 @@ class Student:
         targets = cache.probs[rows]  # (R, C)
         d = self.cfg.distill
         if d.propagate_neighbors > 0:
-            # Post-processing of released labels with public inputs: no privacy cost.
-            targets = propagate(
-                x_proxy[rows], targets, neighbors=d.propagate_neighbors, alpha=d.propagate_alpha
+            # Post-processing of released labels with public inputs: no privacy cost. Every
+            # proxy row takes part, so unlabelled rows get labels from labelled neighbours.
+            if self._graph is None or self._graph.shape[0] != len(x_proxy):
+                self._graph = knn_graph(x_proxy, d.propagate_neighbors)
+            spread = propagate(
+                x_proxy,
+                cache.probs * cache.labelled[:, None],
+                neighbors=d.propagate_neighbors,
+                alpha=d.propagate_alpha,
+                graph=self._graph,
             )
+            rows = np.flatnonzero(spread.sum(axis=1) > 0)
+            targets = spread[rows]
         if d.sharpen != 1.0:
             targets = sharpen(targets, d.sharpen)
         return train_distill(

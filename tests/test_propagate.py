@@ -73,3 +73,27 @@ def test_alpha_zero_returns_the_labels_and_bad_arguments_are_refused():
         propagate(x, t[:-1])
     with pytest.raises(ValueError, match="neighbors"):
         knn_graph(x, 0)
+
+
+def test_unlabelled_rows_receive_their_clusters_label_and_isolated_rows_stay_empty():
+    x, y = _clusters()
+    t = np.zeros((len(y), 3))
+    seeds = [0, 30, 60]  # one labelled row per cluster
+    t[seeds] = np.eye(3)[y[seeds]]
+    # A separate six-row component: its 4 nearest neighbours stay inside it.
+    island = np.array([[1e4, 1e4]]) + np.arange(6)[:, None] * np.array([[1.0, 0.0]])
+    got = propagate(np.vstack([x, island]), np.vstack([t, np.zeros((6, 3))]), neighbors=4)
+    assert (got[:-6].argmax(1) == y).mean() == 1.0
+    np.testing.assert_allclose(got[:-6].sum(axis=1), 1.0, atol=1e-6)
+    assert np.all(got[-6:] == 0)
+
+
+def test_a_precomputed_graph_gives_the_same_labels_and_a_wrong_one_is_refused():
+    x, y = _clusters(per=8)
+    t = np.eye(3)[y]
+    g = knn_graph(x, 4)
+    np.testing.assert_array_equal(
+        propagate(x, t, neighbors=4, graph=g), propagate(x, t, neighbors=4)
+    )
+    with pytest.raises(ValueError, match="graph must be"):
+        propagate(x, t, graph=knn_graph(x[:-1], 4))

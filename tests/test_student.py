@@ -46,8 +46,16 @@ def test_student_distils_propagated_then_sharpened_labels(monkeypatch, power):
     overrides = ["distill.propagate_neighbors=3", "distill.propagate_alpha=0.7"]
     overrides.append(f"distill.sharpen={power}")
     seen, x, cache, rows = _captured_targets(monkeypatch, overrides)
-    expected = propagate(x[rows], cache.probs[rows], neighbors=3, alpha=0.7)
+    # Every proxy row takes part: unlabelled rows get their neighbours' labels.
+    seeds = np.where(cache.labelled[:, None], cache.probs, 0.0)
+    expected = propagate(x, seeds, neighbors=3, alpha=0.7)
+    reached = expected.sum(axis=1) > 0
+    assert reached.sum() > len(rows)  # more rows than were labelled
+    expected = expected[reached]
     if power != 1.0:
         expected = sharpen(expected, power)
+    np.testing.assert_array_equal(seen["x"], x[reached])
     np.testing.assert_allclose(seen["targets"], expected, atol=1e-6)
-    assert not np.allclose(seen["targets"], cache.probs[rows])
+    assert not np.allclose(
+        seen["targets"][::2][: len(rows) // 2], cache.probs[rows][::2][: len(rows) // 2]
+    )
