@@ -329,8 +329,32 @@ def _run_cell(cell: Cell, path: Path) -> dict[str, Any]:
     return run_method(cell.method, cell.config, path)
 
 
+def _cell_worker(cell: Cell, path: Path) -> tuple[dict[str, Any], float]:
+    """Run one cell; returns its summary and wall time."""
+    if path.exists():
+        logger.info("cell %s was interrupted: clearing it and running it again", cell.name)
+        shutil.rmtree(path)
+    t0 = time.monotonic()
+    summary = _run_cell(cell, path)
+    return summary, time.monotonic() - t0
+
+
+def _pool_cell(cell: Cell, path: Path) -> tuple[dict[str, Any], float]:
+    """:func:`_cell_worker` in a pool process: one torch thread, so cells do not thrash."""
+    import torch
+
+    torch.set_num_threads(1)
+    logging.basicConfig(level=logging.WARNING)
+    return _cell_worker(cell, path)
+
+
 def run_sweep(
-    spec: SweepSpec, out: str | Path, *, progress: bool = True, plots: bool = True
+    spec: SweepSpec,
+    out: str | Path,
+    *,
+    progress: bool = True,
+    plots: bool = True,
+    jobs: int = 1,
 ) -> tuple[list[Cell], list[dict[str, Any]]]:
     """Run every cell not yet finished, then write ``results.csv`` and the plots.
 
@@ -344,6 +368,10 @@ def run_sweep(
         Show a rich progress bar (log lines are written either way).
     plots : bool
         Draw the PNGs at the end.
+    jobs : int
+        Cells run at once, each in its own process with one torch thread (``1``: in this
+        process, one after another). Results do not depend on it: every cell is seeded by
+        its own config.
 
     Returns
     -------
@@ -352,6 +380,8 @@ def run_sweep(
     """
     from simulations.runner import set_offline_env
 
+    if jobs < 1:
+        raise ConfigError(f"sweep: --jobs must be >= 1, got {jobs}")
     set_offline_env()
     out = Path(out)
     cells = expand(spec)
@@ -359,68 +389,119 @@ def run_sweep(
     write_text(out / "sweep.yaml", yaml.safe_dump(_spec_dict(spec), sort_keys=False))
     todo = [c for c in cells if not (out / c.name / "DONE").exists()]
     logger.info(
-        "sweep: %d cells, %d finished, %d to run, in %s",
+        "sweep: %d cells, %d finished, %d to run (%d at once), in %s",
         len(cells),
         len(cells) - len(todo),
         len(todo),
+        jobs,
         out,
     )
-    failed = 0
-    bar = _progress(len(cells), len(cells) - len(todo)) if progress else None
-    t_sweep = time.monotonic()
+    tracker = _Tracker(
+        out, cells, todo, _progress(len(cells), len(cells) - len(todo)) if progress else None
+    )
     try:
-        for i, cell in enumerate(todo, 1):
-            path = out / cell.name
-            if path.exists():
-                logger.info("cell %s was interrupted: clearing it and running it again", cell.name)
-                shutil.rmtree(path)
-            if bar is not None:
-                bar[0].update(bar[1], description=f"{cell.name[:60]}")
-            t0 = time.monotonic()
-            try:
-                summary = _run_cell(cell, path)
-            except ConfigError:
-                raise
-            except Exception:  # noqa: BLE001 - one failed cell must not stop the sweep
-                failed += 1
-                logger.exception("cell %s failed; rerun the sweep to retry it", cell.name)
-                continue
-            wall = time.monotonic() - t0
-            write_json(
-                path / CELL_FILE,
-                {
-                    "name": cell.name,
-                    "values": _plain(cell.values),
-                    "method": cell.method,
-                    "wall_seconds": round(wall, 2),
-                },
-            )
-            elapsed = time.monotonic() - t_sweep
-            eta = elapsed / i * (len(todo) - i)
-            logger.info(
-                "cell %d/%d %s: accuracy %.4f in %.1f s (ETA %.0f s)",
-                len(cells) - len(todo) + i,
-                len(cells),
-                cell.name,
-                float(summary.get("student_accuracy", float("nan"))),
-                wall,
-                eta,
-            )
-            write_results(out, cells)
-            if bar is not None:
-                bar[0].advance(bar[1])
+        if jobs == 1:
+            for cell in todo:
+                tracker.started(cell)
+                try:
+                    summary, wall = _cell_worker(cell, out / cell.name)
+                except ConfigError:
+                    raise
+                except Exception as err:  # noqa: BLE001 - one failed cell must not stop the sweep
+                    tracker.failed(cell, err)
+                    continue
+                tracker.finished(cell, summary, wall)
+        else:
+            _run_parallel(todo, out, jobs, tracker)
     finally:
-        if bar is not None:
-            bar[0].stop()
+        tracker.stop()
     rows = write_results(out, cells)
     from simulations.sweep_plots import plot_sweep, summary_table
 
     write_text(out / "results.md", summary_table(rows))
     if plots:
         plot_sweep(out, rows)
-    if failed:
-        logger.error("%d cell(s) failed; rerun the same command to retry them", failed)
+    if tracker.num_failed:
+        logger.error("%d cell(s) failed; rerun the same command to retry them", tracker.num_failed)
     return cells, rows
+
+
+def _run_parallel(todo: list[Cell], out: Path, jobs: int, tracker: _Tracker) -> None:
+    """Run ``todo`` on a pool of ``jobs`` spawned processes, recording cells as they end."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    ctx = multiprocessing.get_context("spawn")  # no forked torch / thread state
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        pending = {}
+        for cell in todo:
+            pending[pool.submit(_pool_cell, cell, out / cell.name)] = cell
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                cell = pending.pop(future)
+                err = future.exception()
+                if isinstance(err, ConfigError):
+                    for other in pending:
+                        other.cancel()
+                    raise err
+                if err is not None:
+                    tracker.failed(cell, err)
+                else:
+                    tracker.finished(cell, *future.result())
+
+
+class _Tracker:
+    """Progress bar, log lines, ``cell.json`` and ``results.csv`` as cells finish."""
+
+    def __init__(self, out: Path, cells: list[Cell], todo: list[Cell], bar: Any) -> None:
+        self.out, self.cells, self.todo, self.bar = out, cells, todo, bar
+        self.ended = 0
+        self.num_failed = 0
+        self.t0 = time.monotonic()
+
+    def started(self, cell: Cell) -> None:
+        if self.bar is not None:
+            self.bar[0].update(self.bar[1], description=f"{cell.name[:60]}")
+
+    def failed(self, cell: Cell, err: BaseException) -> None:
+        self.ended += 1
+        self.num_failed += 1
+        logger.error(
+            "cell %s failed; rerun the sweep to retry it",
+            cell.name,
+            exc_info=(type(err), err, err.__traceback__),
+        )
+
+    def finished(self, cell: Cell, summary: dict[str, Any], wall: float) -> None:
+        self.ended += 1
+        write_json(
+            self.out / cell.name / CELL_FILE,
+            {
+                "name": cell.name,
+                "values": _plain(cell.values),
+                "method": cell.method,
+                "wall_seconds": round(wall, 2),
+            },
+        )
+        elapsed = time.monotonic() - self.t0
+        eta = elapsed / self.ended * (len(self.todo) - self.ended)
+        logger.info(
+            "cell %d/%d %s: accuracy %.4f in %.1f s (ETA %.0f s)",
+            len(self.cells) - len(self.todo) + self.ended,
+            len(self.cells),
+            cell.name,
+            float(summary.get("student_accuracy", float("nan"))),
+            wall,
+            eta,
+        )
+        write_results(self.out, self.cells)
+        if self.bar is not None:
+            self.bar[0].advance(self.bar[1])
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar[0].stop()
 
 
 def report(
@@ -575,7 +656,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if args.report_only:
         cells, rows = report(spec, out, plots=not args.no_plots)
     else:
-        cells, rows = run_sweep(spec, out, plots=not args.no_plots)
+        cells, rows = run_sweep(spec, out, plots=not args.no_plots, jobs=args.jobs)
     done = sum(r.get("status") == "done" for r in rows)
     import sys
 
@@ -606,6 +687,12 @@ def register(subparsers: Any) -> None:
     sweep.add_argument("config", help="sweep YAML (base:, grid: or grids:, set:, per_method:)")
     sweep.add_argument("--out", help="sweep folder (default: runs/sweep-<config name>)")
     sweep.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    sweep.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="cells run at once, one process and one torch thread each (default 1)",
+    )
     sweep.add_argument(
         "--report-only",
         action="store_true",

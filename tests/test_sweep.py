@@ -228,3 +228,21 @@ def test_cli_sweep_end_to_end_and_errors(tmp_path, capsys):
     (out / "results.csv").unlink()
     assert main(["sweep", str(path), "--out", str(out), "--report-only", "--no-plots"]) == 0
     assert (out / "results.csv").exists() and (out / "results.md").exists()
+
+
+def test_parallel_cells_give_the_same_results_as_sequential_ones(tmp_path):
+    spec = _spec({"method": ["central", "fedkd"], "seed": [0, 1]})
+    _, seq = run_sweep(spec, tmp_path / "seq", progress=False, plots=False)
+    _, par = run_sweep(spec, tmp_path / "par", progress=False, plots=False, jobs=2)
+    assert [r["status"] for r in par] == ["done"] * 4
+    assert [r["cell"] for r in par] == [r["cell"] for r in seq]
+    assert [r["student_accuracy"] for r in par] == [r["student_accuracy"] for r in seq]
+    assert all((tmp_path / "par" / r["cell"] / "cell.json").exists() for r in par)
+    # Resuming a parallel sweep with everything finished runs nothing and keeps the rows.
+    _, again = run_sweep(spec, tmp_path / "par", progress=False, plots=False, jobs=2)
+    assert [r["student_accuracy"] for r in again] == [r["student_accuracy"] for r in par]
+
+
+def test_jobs_below_one_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="--jobs"):
+        run_sweep(_spec({"seed": [0]}), tmp_path, progress=False, plots=False, jobs=0)
