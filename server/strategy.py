@@ -160,7 +160,7 @@ class DistillStrategy(Strategy):
             proto.CONFIG: self._base_config(rnd),
             proto.PROXY: ArrayRecord({"idx": Array(idx)}),
         }
-        if "idx" in arrays:
+        if "idx" in arrays and c.digest_epochs > 0:  # no digest: the labels would be unused
             records[proto.TEACHER] = arrays
         messages = []
         down = 0

@@ -80,3 +80,37 @@ def test_fresh_run_refuses_a_used_directory(tmp_path):
     _run(tmp_path, "a", ["rounds=1"])
     with pytest.raises(RunDirError, match="not empty"):
         _run(tmp_path, "a", ["rounds=1"])
+
+
+def test_teacher_labels_are_sent_down_only_when_clients_digest_them(tmp_path):
+    _, with_digest = _run(tmp_path, "d1", ["clients.digest_epochs=1", "clients.local_epochs=1"])
+    _, no_digest = _run(tmp_path, "d0", ["clients.digest_epochs=0", "clients.local_epochs=1"])
+    r1, r0 = (
+        json.loads((p / "metrics.json").read_text())["rounds"] for p in (with_digest, no_digest)
+    )
+    assert r1[0]["bytes_down"] == r0[0]["bytes_down"]  # round 1: no teacher yet either way
+    # 60 fp16 labels of 10 classes plus their indices, to each of 3 clients.
+    assert r1[1]["bytes_down"] - r0[1]["bytes_down"] >= 3 * 60 * 10 * 2
+    assert r0[1]["bytes_down"] == r0[0]["bytes_down"]
+
+
+def test_a_dp_sgd_run_on_public_features_with_propagation_completes(tmp_path):
+    summary, out = _run(
+        tmp_path,
+        "pf",
+        [
+            "clients.models=[linear]",
+            "clients.public_features=8",
+            "clients.digest_epochs=0",
+            "clients.local_epochs=1",
+            "clients.batch_size=1024",
+            "distill.propagate_neighbors=5",
+            "distill.sharpen=4",
+            "privacy.mechanisms=[dpsgd]",
+            "privacy.dpsgd.target_epsilon=3",
+        ],
+    )
+    assert summary["rounds_completed"] == 2
+    assert 0 < summary["epsilon_example"] <= 3.0
+    rows = json.loads((out / "metrics.json").read_text())["rounds"]
+    assert rows[-1]["student_accuracy"] > 0.2

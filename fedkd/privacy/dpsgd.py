@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -248,7 +249,13 @@ def dp_train(
                 # Empty Poisson batches still step: the noise is added and accounted.
                 dp_optimizer.zero_grad(set_to_none=True)
                 loss = loss_fn(dp_model(xb), yb)
-                loss.backward()
+                with warnings.catch_warnings():
+                    # Frozen input layers (public features) make torch warn that the full
+                    # backward hook fires without input gradients; that is expected here.
+                    warnings.filterwarnings(
+                        "ignore", message="Full backward hook is firing", category=UserWarning
+                    )
+                    loss.backward()
                 dp_optimizer.step()
                 steps += 1
                 if len(xb):
