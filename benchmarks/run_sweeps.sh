@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduce the committed benchmark results (see benchmarks/RESULTS.md).
-#   benchmarks/run_sweeps.sh digits     # ~15-25 min on a 2-core CPU
+#   benchmarks/run_sweeps.sh digits     # about 15 min on an idle 2-core CPU (JOBS=2 cells at once)
 #   benchmarks/run_sweeps.sh fmnist     # needs: apt-get install -y dataset-fashion-mnist
 # Sweeps are resumable: rerun the same command after an interruption.
 # Run directories go to benchmarks/runs/ (not committed); the tables and plots are copied to
@@ -12,7 +12,7 @@ export OMP_NUM_THREADS=1 FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1 HF
 run() {
   local name=$1 config=$2
   local out=benchmarks/runs/$name
-  /usr/bin/time -f "%e s wall" fedkd sweep "$config" --out "$out"
+  /usr/bin/time -f "%e s wall" fedkd sweep "$config" --out "$out" --jobs "${JOBS:-2}"
   mkdir -p benchmarks/results/"$name"
   cp "$out"/results.csv "$out"/*.png benchmarks/results/"$name"/
 }

@@ -11,6 +11,9 @@ A sweep file is YAML::
       epsilon: [1, 2, 4, 8, .inf]
       seed: [0, 1, 2]
 
+A grid may also hold ``set: {key: value}``: overrides for that grid's cells only, not
+swept and not part of the cell names (e.g. the recipe of one privacy path).
+
 Each cell of the cartesian product of a grid is one run in ``OUT/<cell name>``; the name
 is built from the swept values, so it is the same on every rerun. Two keys are special:
 ``method`` (one of :data:`fedkd.baselines.METHODS`, default ``fedkd``) and ``epsilon``
@@ -106,6 +109,7 @@ class SweepSpec:
     overrides: dict[str, Any]
     per_method: dict[str, dict[str, Any]]
     grids: tuple[dict[str, list[Any]], ...]
+    grid_sets: tuple[dict[str, Any], ...] = ()  # per grid: fixed overrides, not swept
 
 
 # --------------------------------------------------------------------------- parsing
@@ -188,15 +192,20 @@ def parse_spec(raw: Mapping[str, Any], where: Path | None = None) -> SweepSpec:
     grids_raw = raw.get("grids", [raw["grid"]] if "grid" in raw else None)
     if not grids_raw or not isinstance(grids_raw, list):
         raise ConfigError("sweep: 'grid' (a mapping) or 'grids' (a list of mappings) is required")
-    grids = []
+    grids, grid_sets = [], []
     for i, grid in enumerate(grids_raw):
         if not isinstance(grid, Mapping) or not grid:
             raise ConfigError(f"sweep: grid {i} must be a non-empty mapping of key: [values]")
+        grid_sets.append(_nest(grid.get("set", {}) or {}, f"grid {i} set"))
         checked: dict[str, list[Any]] = {}
         for key, values in grid.items():
+            if key == "set":
+                continue
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"sweep: grid key '{key}' needs a non-empty list of values")
             checked[str(key)] = values
+        if not checked:
+            raise ConfigError(f"sweep: grid {i} sweeps no key (only 'set')")
         grids.append(checked)
     per_method_raw = raw.get("per_method", {}) or {}
     if not isinstance(per_method_raw, Mapping):
@@ -207,6 +216,7 @@ def parse_spec(raw: Mapping[str, Any], where: Path | None = None) -> SweepSpec:
         overrides=_nest(raw.get("set", {}) or {}, "set"),
         per_method=per_method,
         grids=tuple(grids),
+        grid_sets=tuple(grid_sets),
     )
 
 
@@ -272,7 +282,8 @@ def cell_name(values: Mapping[str, Any]) -> str:
 def expand(spec: SweepSpec) -> list[Cell]:
     """All cells of the sweep, in order, each with its validated config.
 
-    Identical cells (same swept values from two grids) are kept once.
+    Identical cells (same swept values from two grids) are kept once; if their grids'
+    ``set`` overrides differ, that is an error.
 
     Raises
     ------
@@ -283,15 +294,21 @@ def expand(spec: SweepSpec) -> list[Cell]:
     from fedkd.baselines.calibrate import apply_epsilon
 
     cells: list[Cell] = []
-    seen: set[str] = set()
-    for grid in spec.grids:
+    seen: dict[str, dict[str, Any]] = {}  # cell name -> the grid set it came with
+    grid_sets = spec.grid_sets or tuple({} for _ in spec.grids)
+    for grid, grid_set in zip(spec.grids, grid_sets, strict=True):
         keys = list(grid)
         for combo in itertools.product(*(grid[k] for k in keys)):
             values = dict(zip(keys, combo, strict=True))
             name = cell_name(values)
             if name in seen:
+                if seen[name] != grid_set:
+                    raise ConfigError(
+                        f"sweep: cell {name} comes from two grids with different 'set' "
+                        "overrides; sweep a key that tells them apart"
+                    )
                 continue
-            seen.add(name)
+            seen[name] = grid_set
             method = str(values.get("method", "fedkd"))
             if method not in METHODS:
                 raise ConfigError(
@@ -299,6 +316,7 @@ def expand(spec: SweepSpec) -> list[Cell]:
                 )
             raw = _merge(spec.base, spec.overrides)
             raw = _merge(raw, spec.per_method.get(method, {}))
+            raw = _merge(raw, grid_set)
             for key, value in values.items():
                 if key not in SPECIAL_KEYS:
                     _assign(raw, key, copy.deepcopy(value))
@@ -556,7 +574,10 @@ def _spec_dict(spec: SweepSpec) -> dict[str, Any]:
             "base": spec.base,
             "set": spec.overrides,
             "per_method": spec.per_method,
-            "grids": [dict(g) for g in spec.grids],
+            "grids": [
+                {**({"set": gs} if gs else {}), **dict(g)}
+                for g, gs in zip(spec.grids, spec.grid_sets or ({},) * len(spec.grids), strict=True)
+            ],
         }
     )
 

@@ -246,3 +246,33 @@ def test_parallel_cells_give_the_same_results_as_sequential_ones(tmp_path):
 def test_jobs_below_one_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="--jobs"):
         run_sweep(_spec({"seed": [0]}), tmp_path, progress=False, plots=False, jobs=0)
+
+
+def test_a_grid_set_applies_to_its_cells_only_and_stays_out_of_the_names():
+    spec = parse_spec(
+        {
+            "base": BASE,
+            "grids": [
+                {"seed": [0], "method": ["central"]},
+                {"seed": [0], "method": ["fedkd"], "set": {"clients.lr": 0.3}},
+            ],
+        }
+    )
+    central, fedkd = expand(spec)
+    assert fedkd.name == "seed=0__method=fedkd"
+    assert fedkd.config.clients.lr == 0.3
+    assert central.config.clients.lr != 0.3
+
+
+def test_the_same_cell_from_grids_with_different_sets_is_refused():
+    spec = parse_spec(
+        {
+            "base": BASE,
+            "grids": [
+                {"seed": [0], "set": {"clients.lr": 0.3}},
+                {"seed": [0], "set": {"clients.lr": 0.4}},
+            ],
+        }
+    )
+    with pytest.raises(ConfigError, match="two grids with different 'set'"):
+        expand(spec)
