@@ -121,14 +121,17 @@ def local_round(
         )
 
     probs = predict_probs(model, data.x_proxy[task.proxy_idx])  # (M, C)
-    _, local_acc = evaluate(model, data.x_private, data.y_private)
     metrics = {
         "num-examples": float(len(data.y_private)),
-        "train-loss": float(train_loss),
-        "digest-loss": float(digest_loss),
-        "local-accuracy": float(local_acc),
+        "digest-loss": float(digest_loss),  # public data only
         **extra,
     }
+    if not cfg.privacy.mechanisms:
+        # Statistics of the private data itself: not post-processing of a DP release, so
+        # they are sent only by non-private runs.
+        _, local_acc = evaluate(model, data.x_private, data.y_private)
+        metrics["train-loss"] = float(train_loss)
+        metrics["local-accuracy"] = float(local_acc)
     new_state = ClientState(
         round=task.server_round,
         model={k: v.detach().clone() for k, v in model.state_dict().items()},

@@ -151,3 +151,16 @@ def test_dp_reply_holds_only_predictions_and_metrics(tmp_path):
     assert not reply.content.config_records
     assert [a.numpy().shape for a in reply.content["predictions"].values()] == [(40, 10)]
     assert reply.content["metrics"]["dpsgd-epsilon"] > 0
+    # No statistic of the private data itself (training loss, accuracy on the private set)
+    # leaves a DP client: only its size, public-data figures and the DP-SGD bookkeeping.
+    assert set(reply.content["metrics"]) == {
+        "client-id",
+        "num-examples",
+        "digest-loss",
+        "dpsgd-epsilon",
+        "dpsgd-steps",
+        "dpsgd-noise",
+        "dpsgd-sample-rate",
+        "dpsgd-population",
+        "dpsgd-frozen",
+    }
