@@ -20,5 +20,6 @@ run() {
 case "${1:-digits}" in
   digits) run digits simulations/configs/sweep_digits.yaml ;;
   fmnist) run fmnist simulations/configs/sweep_fmnist.yaml ;;   # slow: about 1.5 h here
-  *) echo "usage: $0 digits|fmnist" >&2; exit 2 ;;
+  fmnist-recipe) run fmnist-recipe simulations/configs/sweep_fmnist_recipe.yaml ;;  # ~15 min
+  *) echo "usage: $0 digits|fmnist|fmnist-recipe" >&2; exit 2 ;;
 esac
