@@ -487,6 +487,7 @@ class LocalDeployment:
     plain: bool = False  # plain ``flower-supernode`` (Flower's defaults), not ``fedkd supernode``
     port: int = field(default_factory=free_port)
     procs: list[Proc] = field(default_factory=list)
+    run_ids: list[int] = field(default_factory=list)  # runs started by :meth:`run`
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -645,7 +646,8 @@ class LocalDeployment:
         res = self.flwr("run", ".", self.connection, "--run-config", run_config, timeout=timeout)
         for line in res.stdout.splitlines():
             if "Successfully started run" in line:
-                return int(line.split()[-1])
+                self.run_ids.append(int(line.split()[-1]))
+                return self.run_ids[-1]
         raise RuntimeError(f"flwr run failed ({res.returncode}): {res.stdout}{res.stderr}")
 
 

@@ -89,6 +89,9 @@ def _wait_done(dep: LocalDeployment, out: Path, timeout: float, nodes: dict[str,
         logs = "\n".join(
             f"--- {p.name}\n{p.text()[-1500:]}" for p in [dep.procs[0], *nodes.values()]
         )
+        if dep.run_ids:
+            server = dep.flwr("log", str(dep.run_ids[-1]), dep.connection, "--show", timeout=30)
+            logs += f"\n--- ServerApp\n{(server.stdout + server.stderr)[-3000:]}"
         raise AssertionError(f"{err}\n{logs}") from None
     return json.loads((out / "metrics.json").read_text())
 
