@@ -52,6 +52,7 @@ class ClientsConfig:
     batch_size: int = 32
     min_replies: int = 1  # fewer valid replies than this skips the round
     public_features: int = 0  # k > 0: client models see a PCA of the public proxy (k dims)
+    feature_map: str = "pixels"  # pixels | scattering: fixed transform before the PCA
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,8 @@ class DistillConfig:
     propagate_neighbors: int = 0  # k > 0: smooth teacher labels over the proxy's kNN graph
     propagate_alpha: float = 0.9  # weight of the neighbours in label propagation, [0, 1)
     sharpen: float = 1.0  # distil on targets p**sharpen / sum(p**sharpen) (after propagation)
+    public_features: int = 0  # k > 0: the student sees a PCA of the public proxy (k dims)
+    feature_map: str = "pixels"  # pixels | scattering: fixed transform before the PCA
 
 
 @dataclass(frozen=True)
@@ -339,7 +342,23 @@ def validate(cfg: Config) -> None:
     _require(
         c.public_features >= 0, f"clients.public_features must be >= 0, got {c.public_features}"
     )
+    _require(
+        c.feature_map in ("pixels", "scattering"),
+        f"clients.feature_map must be pixels or scattering, got '{c.feature_map}'",
+    )
     _require(c.min_replies >= 1, f"clients.min_replies must be >= 1, got {c.min_replies}")
+    _require(
+        k.public_features >= 0, f"distill.public_features must be >= 0, got {k.public_features}"
+    )
+    _require(
+        k.feature_map in ("pixels", "scattering"),
+        f"distill.feature_map must be pixels or scattering, got '{k.feature_map}'",
+    )
+    _require(
+        not k.augment or (k.public_features == 0 and k.feature_map == "pixels"),
+        "distill.augment shifts images; it cannot be combined with distill.public_features "
+        "or distill.feature_map",
+    )
     _require(k.temperature > 0, f"distill.temperature must be > 0, got {k.temperature}")
     _require(k.epochs >= 0, f"distill.epochs must be >= 0, got {k.epochs}")
     _require(k.lr > 0, f"distill.lr must be > 0, got {k.lr}")

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import hashlib
 import math
+import weakref
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from fedkd.models import ModelError, build_model
+from fedkd.scattering import Scattering2D
 
 
 class PCAFeatures(nn.Module):
@@ -79,6 +82,52 @@ def fit_pca(x_public: np.ndarray, k: int) -> PCAFeatures:
     return PCAFeatures(mean, vt[:k] * signs[:, None], scale)
 
 
+class PublicFeatures(nn.Module):
+    """The frozen part of a client model: an optional scattering, an optional PCA.
+
+    Parameters
+    ----------
+    transform : Scattering2D or None
+        Fixed image transform applied first (``clients.feature_map: scattering``).
+    pca : PCAFeatures or None
+        Whitened PCA fitted on the transformed public proxy (``clients.public_features``).
+    key : str
+        Identifies the map (transform, k and the proxy it was fitted on) for caching.
+    """
+
+    def __init__(self, transform: nn.Module | None, pca: PCAFeatures | None, key: str) -> None:
+        super().__init__()
+        self.transform, self.pca, self.key = transform, pca, key
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.transform(x) if self.transform is not None else x
+        return self.pca(z) if self.pca is not None else z.reshape(z.shape[0], -1)
+
+    def transform_array(self, x: np.ndarray, chunk: int = 1000) -> np.ndarray:
+        """Features of ``x`` as float32, cached per process by content.
+
+        The map is fixed, so a client's private data and the proxy are transformed once
+        per process, not once per round or batch.
+        """
+        key = (self.key, content_key(x))
+        if key not in _FEATURE_CACHE:
+            _remember(_FEATURE_CACHE, key, _apply(self, x, chunk))
+        return _FEATURE_CACHE[key]
+
+
+@torch.no_grad()
+def _apply(module: nn.Module, x: np.ndarray, chunk: int = 1000) -> np.ndarray:
+    """``module`` over ``x`` in chunks, as a float32 array (an empty ``x`` gives (0, width))."""
+    parts = [
+        module(torch.as_tensor(np.ascontiguousarray(x[i : i + chunk]))).numpy()
+        for i in range(0, max(len(x), 1), chunk)
+    ]
+    return np.concatenate(parts).astype(np.float32, copy=False)
+
+
+FEATURE_MAPS = ("pixels", "scattering")
+
+
 def build_client_model(
     name: str,
     input_shape: tuple[int, ...],
@@ -87,23 +136,53 @@ def build_client_model(
     seed: int,
     x_public: np.ndarray | None = None,
     public_features: int = 0,
+    feature_map: str = "pixels",
 ) -> nn.Module:
-    """A registered model, optionally on top of a PCA fitted on the public proxy.
+    """A registered model, optionally on top of fixed features fitted on the public proxy.
 
-    With ``public_features == 0`` this is :func:`fedkd.models.build_model`. Otherwise the
-    model is ``Sequential(PCAFeatures, model)`` where the inner model sees ``(k,)`` inputs,
-    so image-only models (``cnn``) are refused with a clear error.
+    With ``public_features == 0`` and ``feature_map == "pixels"`` this is
+    :func:`fedkd.models.build_model`. Otherwise the model is ``Sequential(PublicFeatures,
+    head)``: the inputs go through the scattering transform (``feature_map ==
+    "scattering"``), then through a whitened PCA with ``public_features`` components fitted
+    on the public proxy (if ``public_features > 0``), and the head sees flat features, so
+    image-only models (``cnn``) are refused with a clear error.
     """
-    if public_features == 0:
+    if feature_map not in FEATURE_MAPS:
+        raise ModelError(
+            f"clients.feature_map must be {' or '.join(FEATURE_MAPS)}, got '{feature_map}'"
+        )
+    if public_features == 0 and feature_map == "pixels":
         return build_model(name, input_shape, num_classes, seed=seed)
-    if x_public is None or len(x_public) == 0:
-        raise ModelError("clients.public_features needs public proxy inputs to fit on")
-    features = _cached_pca(_digest(x_public), public_features, x_public)
+    transform = None
+    if feature_map == "scattering":
+        try:
+            transform = Scattering2D(input_shape)
+        except ValueError as err:
+            raise ModelError(f"clients.feature_map=scattering: {err}") from err
+    pca, width, key = None, None, f"{feature_map}:{tuple(input_shape)}"
+    if public_features > 0:
+        if x_public is None or len(x_public) == 0:
+            raise ModelError("clients.public_features needs public proxy inputs to fit on")
+        proxy = content_key(x_public)
+        width, key = public_features, f"{key}:pca{public_features}:{proxy}"
+        pca = _cached_pca(proxy, public_features, x_public, transform, key)
+    else:
+        width = int(np.prod(transform.output_shape))
+    key_name = "clients.public_features" if pca is not None else "clients.feature_map"
     try:
-        head = build_model(name, (public_features,), num_classes, seed=seed)
+        head = build_model(name, (width,), num_classes, seed=seed)
     except ModelError as err:
-        raise ModelError(f"clients.public_features={public_features}: {err}") from err
-    return nn.Sequential(features, head)
+        setting = public_features if pca is not None else feature_map
+        raise ModelError(f"{key_name}={setting}: {err}") from err
+    return nn.Sequential(PublicFeatures(transform, pca, key), head)
+
+
+def split_features(model: nn.Module) -> tuple[PublicFeatures | None, nn.Module]:
+    """``(PublicFeatures, head)`` of a model from :func:`build_client_model`, else
+    ``(None, model)``. The head shares its parameters with ``model``."""
+    if isinstance(model, nn.Sequential) and isinstance(model[0], PublicFeatures):
+        return model[0], model[1]
+    return None, model
 
 
 def _digest(x: np.ndarray) -> str:
@@ -115,14 +194,42 @@ def _digest(x: np.ndarray) -> str:
     return h.hexdigest()
 
 
-_PCA_CACHE: dict[tuple[str, int], PCAFeatures] = {}
+_DIGESTS: dict[int, tuple[weakref.ref, str]] = {}
 
 
-def _cached_pca(key: str, k: int, x_public: np.ndarray) -> PCAFeatures:
-    """One fit per proxy set and ``k`` per process; each caller gets its own copy."""
-    if (key, k) not in _PCA_CACHE:
-        if len(_PCA_CACHE) >= 4:
-            _PCA_CACHE.clear()
-        _PCA_CACHE[(key, k)] = fit_pca(x_public, k)
-    cached = _PCA_CACHE[(key, k)]
+def content_key(x: np.ndarray) -> str:
+    """:func:`_digest` of ``x``, remembered per live array object (arrays are not mutated)."""
+    hit = _DIGESTS.get(id(x))
+    if hit is not None and hit[0]() is x:
+        return hit[1]
+    key = _digest(x)
+    _remember(_DIGESTS, id(x), (weakref.ref(x), key), limit=64)
+    return key
+
+
+_PCA_CACHE: dict[str, PCAFeatures] = {}
+_FEATURE_CACHE: dict[tuple[str, str], np.ndarray] = {}
+
+
+def _remember(cache: dict, key: Any, value: Any, limit: int = 256) -> None:
+    """Insert into a small per-process cache, dropping the oldest entry when full."""
+    if len(cache) >= limit:
+        cache.pop(next(iter(cache)))
+    cache[key] = value
+
+
+def _cached_pca(
+    proxy: str, k: int, x_public: np.ndarray, transform: nn.Module | None, key: str
+) -> PCAFeatures:
+    """One fit per proxy set, ``k`` and transform per process; each caller gets a copy.
+
+    The fit transforms the whole proxy anyway, so it also fills the feature cache for the
+    proxy under ``key`` (the key of the resulting :class:`PublicFeatures`).
+    """
+    if key not in _PCA_CACHE:
+        fitted_on = x_public if transform is None else _apply(transform, x_public)
+        pca = fit_pca(fitted_on, k)
+        _remember(_PCA_CACHE, key, pca, limit=4)
+        _remember(_FEATURE_CACHE, (key, proxy), _apply(pca, fitted_on))
+    cached = _PCA_CACHE[key]
     return PCAFeatures(cached.mean.numpy(), cached.components.numpy(), cached.scale.numpy())

@@ -7,7 +7,7 @@ ClientApp handler in ``client/`` only unpacks the message and packs the reply.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -16,7 +16,7 @@ from fedkd.clientdata import ClientData
 from fedkd.clientstate import ClientState
 from fedkd.config import Config
 from fedkd.distill import evaluate, make_optimizer, predict_probs, train_distill, train_supervised
-from fedkd.features import build_client_model
+from fedkd.features import build_client_model, split_features
 from fedkd.protocol import derive_seed
 
 logger = logging.getLogger(__name__)
@@ -41,6 +41,19 @@ class RoundResult:
     probs: np.ndarray  # (M, C) soft predictions on task.proxy_idx
     metrics: dict[str, float]
     state: ClientState
+
+
+def _on_features(model: torch.nn.Module, data: ClientData) -> tuple[torch.nn.Module, ClientData]:
+    """Train and predict with the head on cached features when the model has a fixed
+    public feature map; the head shares its parameters with ``model``."""
+    features, head = split_features(model)
+    if features is None:
+        return model, data
+    x_private = features.transform_array(data.x_private)  # (n, k)
+    x_proxy = features.transform_array(data.x_proxy)  # (M, k)
+    return head, replace(
+        data, x_private=x_private, x_proxy=x_proxy, input_shape=tuple(x_proxy.shape[1:])
+    )
 
 
 def client_model_name(cfg: Config, client_id: int) -> str:
@@ -78,19 +91,21 @@ def local_round(
         seed=derive_seed(cfg.seed, client_id, _INIT),
         x_public=data.x_proxy,
         public_features=cfg.clients.public_features,
+        feature_map=cfg.clients.feature_map,
     )
     optimizer = make_optimizer(model, cfg.clients.lr)
     if state is not None:
         model.load_state_dict(state.model)
         if state.optimizer is not None:
             optimizer.load_state_dict(state.optimizer)
+    net, data = _on_features(model, data)
     seed = (cfg.seed, task.server_round, client_id)
 
     digest_loss = 0.0
     if task.teacher_idx is not None and cfg.clients.digest_epochs > 0:
         # Digest: distil the previous teacher on public data. No private data, no cost.
         digest_loss = train_distill(
-            model,
+            net,
             optimizer,
             data.x_proxy[task.teacher_idx],
             task.teacher_probs,
@@ -107,11 +122,11 @@ def local_round(
         from fedkd.privacy.client import private_revisit  # Opacus only when asked for
 
         train_loss, dpsgd_state, extra = private_revisit(
-            cfg, model, data, client_id, task.server_round, dpsgd_state, revisit_gen
+            cfg, net, data, client_id, task.server_round, dpsgd_state, revisit_gen
         )
     else:
         train_loss = train_supervised(
-            model,
+            net,
             optimizer,
             data.x_private,
             data.y_private,
@@ -120,7 +135,7 @@ def local_round(
             generator=revisit_gen,
         )
 
-    probs = predict_probs(model, data.x_proxy[task.proxy_idx])  # (M, C)
+    probs = predict_probs(net, data.x_proxy[task.proxy_idx])  # (M, C)
     metrics = {
         "num-examples": float(len(data.y_private)),
         "digest-loss": float(digest_loss),  # public data only
@@ -129,7 +144,7 @@ def local_round(
     if not cfg.privacy.mechanisms:
         # Statistics of the private data itself: not post-processing of a DP release, so
         # they are sent only by non-private runs.
-        _, local_acc = evaluate(model, data.x_private, data.y_private)
+        _, local_acc = evaluate(net, data.x_private, data.y_private)
         metrics["train-loss"] = float(train_loss)
         metrics["local-accuracy"] = float(local_acc)
     new_state = ClientState(

@@ -10,7 +10,7 @@ import torch
 from fedkd.aggregate import sharpen
 from fedkd.config import Config
 from fedkd.distill import evaluate, make_optimizer, train_distill
-from fedkd.models import build_model
+from fedkd.features import build_client_model, split_features
 from fedkd.propagate import knn_graph, propagate
 from fedkd.protocol import derive_seed
 from fedkd.teacher import TeacherCache
@@ -21,18 +21,38 @@ _STUDENT_INIT, _STUDENT_DISTILL = 11, 12
 class Student:
     """The student model and its optimizer; its state is part of the server checkpoint."""
 
-    def __init__(self, cfg: Config, input_shape: tuple[int, ...], num_classes: int) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        x_public: np.ndarray | None = None,
+    ) -> None:
         self.cfg = cfg
+        d = cfg.distill
         self.meta = {
-            "model": cfg.distill.student,
+            "model": d.student,
             "input_shape": list(input_shape),
             "num_classes": num_classes,
+            "public_features": d.public_features,
+            "feature_map": d.feature_map,
         }
-        self.model = build_model(
-            cfg.distill.student, input_shape, num_classes, seed=derive_seed(cfg.seed, _STUDENT_INIT)
+        self.model = build_client_model(
+            d.student,
+            input_shape,
+            num_classes,
+            seed=derive_seed(cfg.seed, _STUDENT_INIT),
+            x_public=x_public,
+            public_features=d.public_features,
+            feature_map=d.feature_map,
         )
-        self.optimizer = make_optimizer(self.model, cfg.distill.lr)
+        # With fixed public features, train and evaluate the head on cached features.
+        self.features, self.head = split_features(self.model)
+        self.optimizer = make_optimizer(self.model, d.lr)
         self._graph = None  # kNN graph of the proxy set, built on first use
+
+    def _inputs(self, x: np.ndarray) -> np.ndarray:
+        return x if self.features is None else self.features.transform_array(x)
 
     def distill(self, x_proxy: np.ndarray, cache: TeacherCache, server_round: int) -> float:
         """Distil every labelled proxy row into the student; returns the mean KD loss."""
@@ -44,6 +64,7 @@ class Student:
         )
         targets = cache.probs[rows]  # (R, C)
         d = self.cfg.distill
+        x_proxy = self._inputs(x_proxy)  # the graph lives in the student's input space
         if d.propagate_neighbors > 0:
             # Post-processing of released labels with public inputs: no privacy cost. Every
             # proxy row takes part, so unlabelled rows get labels from labelled neighbours.
@@ -61,7 +82,7 @@ class Student:
         if d.sharpen != 1.0:
             targets = sharpen(targets, d.sharpen)
         return train_distill(
-            self.model,
+            self.head,
             self.optimizer,
             x_proxy[rows],
             targets,
@@ -74,7 +95,7 @@ class Student:
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         """Test loss and accuracy."""
-        return evaluate(self.model, x, y)
+        return evaluate(self.head, self._inputs(x), y)
 
     def state_dict(self) -> dict[str, Any]:
         """Model and optimizer state."""

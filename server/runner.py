@@ -29,7 +29,9 @@ def serve(grid: Grid, cfg: Config, run: RunDir, *, state_dir: str | None = None)
     round r continues with round r + 1. Returns the summary also written to ``DONE``.
     """
     splits = splits_for(cfg.data, cfg.seed)
-    student = Student(cfg, tuple(splits.input_shape), int(splits.num_classes))
+    student = Student(
+        cfg, tuple(splits.input_shape), int(splits.num_classes), x_public=splits.x_proxy
+    )
     cache = TeacherCache.empty(len(splits.x_proxy), int(splits.num_classes))
     mechanism = CentralMechanism(
         cfg, num_examples=len(splits.y_private), num_proxy=len(splits.x_proxy)

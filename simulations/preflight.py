@@ -6,7 +6,6 @@ from fedkd.clientdata import partitions_for, splits_for
 from fedkd.config import Config, ConfigError
 from fedkd.features import build_client_model
 from fedkd.local import client_model_name
-from fedkd.models import build_model
 
 
 def preflight(cfg: Config) -> None:
@@ -28,8 +27,17 @@ def preflight(cfg: Config) -> None:
             seed=0,
             x_public=splits.x_proxy,
             public_features=cfg.clients.public_features,
+            feature_map=cfg.clients.feature_map,
         )
-    build_model(cfg.distill.student, shape, classes, seed=0)
+    build_client_model(
+        cfg.distill.student,
+        shape,
+        classes,
+        seed=0,
+        x_public=splits.x_proxy,
+        public_features=cfg.distill.public_features,
+        feature_map=cfg.distill.feature_map,
+    )
     empty = [i for i, p in enumerate(parts) if len(p) == 0]
     if empty:
         raise ConfigError(f"data.partition left clients {empty} without data; use fewer clients")

@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from fedkd.features import PCAFeatures, build_client_model, fit_pca
+from fedkd.clientdata import ClientData
+from fedkd.config import from_dict
+from fedkd.features import PCAFeatures, build_client_model, fit_pca, split_features
+from fedkd.local import RoundTask, local_round
 from fedkd.models import ModelError
 from fedkd.privacy.dpsgd import DPSGDState, dp_train
 
@@ -91,3 +94,84 @@ def test_degenerate_public_data_is_refused():
     flat[:, 0, 0] = np.arange(50)  # one direction of variance only
     with pytest.raises(ModelError, match="fewer than 2 directions"):
         fit_pca(flat, 2)
+
+
+def _images(n: int = 120, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 0.2, size=(n, 12, 12)).astype(np.float32)
+    x[: n // 2, 3:9, 5:7] += 0.8  # vertical bars in half, horizontal in the other half
+    x[n // 2 :, 5:7, 3:9] += 0.8
+    return x
+
+
+def test_scattering_features_feed_a_flat_head_and_only_the_head_trains():
+    model = build_client_model("linear", (12, 12), 3, seed=0, feature_map="scattering")
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable == ["1.1.weight", "1.1.bias"]
+    assert model[1][1].in_features == 81 * 3 * 3
+    assert model(torch.rand(4, 12, 12)).shape == (4, 3)
+    assert not any("transform" in k for k in model.state_dict())  # filters are rebuilt
+
+
+def test_scattering_then_pca_is_whitened_on_the_public_data():
+    x = _images()
+    model = build_client_model(
+        "linear", (12, 12), 3, seed=0, x_public=x, public_features=6, feature_map="scattering"
+    )
+    z = model[0](torch.from_numpy(x)).numpy().astype(np.float64)  # (120, 6)
+    np.testing.assert_allclose(np.cov(z, rowvar=False, bias=True), np.eye(6), atol=1e-3)
+
+
+def test_transformed_arrays_are_cached_and_equal_the_module_output():
+    x = _images()
+    features, _ = split_features(
+        build_client_model(
+            "linear", (12, 12), 3, seed=0, x_public=x, public_features=5, feature_map="scattering"
+        )
+    )
+    private = _images(30, seed=4)
+    first = features.transform_array(private)
+    assert features.transform_array(private.copy()) is first  # same content, one transform
+    np.testing.assert_allclose(first, features(torch.from_numpy(private)).numpy(), atol=1e-5)
+    assert features.transform_array(x).shape == (120, 5)
+
+
+def test_a_round_on_cached_features_predicts_like_the_whole_model():
+    x_proxy, x_private = _images(), _images(40, seed=2)
+    y = np.repeat(np.arange(2), 20)
+    data = ClientData(x_private, y, x_proxy, (12, 12), 2)
+    cfg = from_dict(
+        {
+            "clients": {
+                "models": ["linear"],
+                "public_features": 4,
+                "feature_map": "scattering",
+                "local_epochs": 2,
+                "digest_epochs": 0,
+                "lr": 0.1,
+            },
+            "distill": {"codec": "fp32"},
+        }
+    )
+    task = RoundTask(server_round=1, proxy_idx=np.arange(0, 120, 7))
+    result = local_round(cfg, data, 0, task, None)
+    model = build_client_model(
+        "linear",
+        (12, 12),
+        2,
+        seed=1,
+        x_public=x_proxy,
+        public_features=4,
+        feature_map="scattering",
+    )
+    model.load_state_dict(result.state.model)  # the head trained on cached features
+    full = torch.softmax(model(torch.from_numpy(x_proxy[task.proxy_idx])), dim=1).detach()
+    np.testing.assert_allclose(result.probs, full.numpy(), atol=1e-5)
+    assert result.metrics["local-accuracy"] > 0.9  # bars vs bars: the head learned
+
+
+def test_unknown_feature_map_and_small_images_are_clear_errors():
+    with pytest.raises(ModelError, match="clients.feature_map must be pixels or scattering"):
+        build_client_model("linear", (12, 12), 3, seed=0, feature_map="wavelets")
+    with pytest.raises(ModelError, match="clients.feature_map=scattering: .*at least 8 x 8"):
+        build_client_model("linear", (4, 4), 3, seed=0, feature_map="scattering")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import fedkd.student as student_mod
 from fedkd.aggregate import sharpen
-from fedkd.config import from_dict
+from fedkd.config import ConfigError, from_dict
 from fedkd.propagate import propagate
 from fedkd.teacher import TeacherCache
 
@@ -59,3 +60,30 @@ def test_student_distils_propagated_then_sharpened_labels(monkeypatch, power):
     assert not np.allclose(
         seen["targets"][::2][: len(rows) // 2], cache.probs[rows][::2][: len(rows) // 2]
     )
+
+
+def test_student_on_public_features_distils_and_evaluates_in_feature_space(monkeypatch):
+    cfg, x, cache, rows = _setup(["distill.public_features=5", "distill.propagate_neighbors=3"])
+    student = student_mod.Student(cfg, (4, 4), 3, x_public=x)
+    z = student.features.transform_array(x)  # (40, 5) whitened PCA of the proxy
+    assert z.shape == (40, 5)
+    seen = {}
+
+    def fake_train(model, optimizer, x_rows, targets, **kwargs):
+        seen["model"], seen["x"] = model, x_rows
+        return 0.0
+
+    monkeypatch.setattr(student_mod, "train_distill", fake_train)
+    student.distill(x, cache, server_round=1)
+    assert seen["model"] is student.head  # only the head trains
+    reached = propagate(z, np.where(cache.labelled[:, None], cache.probs, 0.0), neighbors=3)
+    np.testing.assert_array_equal(seen["x"], z[reached.sum(axis=1) > 0])
+    y = np.arange(40) % 3
+    _, acc = student.evaluate(x, y)
+    logits = student.model(torch.from_numpy(x)).detach().numpy()
+    assert acc == pytest.approx(float((logits.argmax(1) == y).mean()))
+
+
+def test_augment_with_student_features_is_refused():
+    with pytest.raises(ConfigError, match="distill.augment shifts images"):
+        from_dict({"distill": {"augment": True, "feature_map": "scattering"}})
