@@ -15,7 +15,8 @@ features (J = 2, L = 8) under centralised DP-SGD, against 86 % end to end.
 Filter parameters follow the usual choices for J = 2 on small images (Andreux et al., JMLR
 2020): wavelet width ``0.8 * 2**j``, centre frequency ``3 pi / 4 / 2**j``, slant ``4 / L``,
 low-pass width ``0.8 * 2**J``. Convolutions are circular on a reflect-padded grid, computed
-at full resolution (no intermediate subsampling); only the final low-pass is subsampled.
+on the full grid for order 1; order 2 is computed on the grid subsampled by ``2**j2``,
+where ``|u1 * psi_j2|`` lives, as is usual (Andreux et al. 2020).
 """
 
 from __future__ import annotations
@@ -128,7 +129,9 @@ class Scattering2D(nn.Module):
             for j in range(j_scales)
             for t in range(orientations)
         ]  # index j * L + t
-        self.register_buffer("phi", _fourier(lowpass), persistent=False)  # (N1, N2)
+        phi = _fourier(lowpass)  # (N1, N2)
+        for level in range(j_scales):  # the low-pass on grids subsampled by 2**level
+            self.register_buffer(f"phi{level}", _fold(phi, 2**level) * 4**level, persistent=False)
         self.register_buffer("psi", _fourier(np.stack(wavelets)), persistent=False)
 
     @property
@@ -139,21 +142,18 @@ class Scattering2D(nn.Module):
         k = num_channels(self.j_scales, self.orientations)
         return (c * k, -(-h // step), -(-w // step))
 
-    def _average(self, spectrum: torch.Tensor) -> torch.Tensor:
-        """Low-pass, subsample by ``2**J`` and crop the padding: spectrum -> real.
+    def _average(self, spectrum: torch.Tensor, level: int = 0) -> torch.Tensor:
+        """Low-pass, subsample to stride ``2**J`` and crop the padding: spectrum -> real.
 
-        Subsampling a signal by ``s`` folds its spectrum: ``Y[k] = sum_r X[k + r N / s] / s``
-        per axis, so the small inverse transform gives the subsampled low-pass exactly.
+        ``spectrum`` is on the grid subsampled by ``2**level``.
         """
-        step = 2**self.j_scales
-        n1, n2 = spectrum.shape[-2:]
-        folded = (spectrum * self.phi).reshape(
-            *spectrum.shape[:-2], step, n1 // step, step, n2 // step
-        ).sum(dim=(-4, -2)) / step**2  # (..., N1 / s, N2 / s)
-        out = torch.fft.ifft2(folded).real
+        step = 2 ** (self.j_scales - level)
+        phi = getattr(self, f"phi{level}")
+        out = torch.fft.ifft2(_fold(spectrum * phi, step)).real
         h, w = self.output_shape[1:]
         (a1, _), (a2, _) = self.pads
-        return out[..., a1 // step : a1 // step + h, a2 // step : a2 // step + w]
+        o1, o2 = a1 // 2**self.j_scales, a2 // 2**self.j_scales
+        return out[..., o1 : o1 + h, o2 : o2 + w]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.reshape(x.shape[0], *self.in_shape).to(torch.float32)  # (B, C, H, W)
@@ -166,13 +166,27 @@ class Scattering2D(nn.Module):
         orders.append(self._average(u1_spec))
         n_l = self.orientations
         for j1 in range(self.j_scales - 1):
-            later = self.psi[(j1 + 1) * n_l :]  # wavelets of scales j2 > j1
             for t1 in range(n_l):
                 first = u1_spec[:, :, j1 * n_l + t1].unsqueeze(2)  # (B, C, 1, N1, N2)
-                u2 = torch.fft.ifft2(first * later).abs()  # (B, C, (J-1-j1) L, N1, N2)
-                orders.append(self._average(torch.fft.fft2(u2)))
+                for j2 in range(j1 + 1, self.j_scales):
+                    # |u1 * psi_j2| is smooth at scale 2**j2: compute it on that grid.
+                    band = _fold(first * self.psi[j2 * n_l : (j2 + 1) * n_l], 2**j2)
+                    u2 = torch.fft.ifft2(band).abs()  # (B, C, L, N1 / 2**j2, N2 / 2**j2)
+                    orders.append(self._average(torch.fft.fft2(u2), level=j2))
         out = torch.cat(orders, dim=2)  # (B, C, K, H', W')
         return out.reshape(out.shape[0], -1, *out.shape[-2:])
+
+
+def _fold(spectrum: torch.Tensor, step: int) -> torch.Tensor:
+    """Spectrum of the signal subsampled by ``step`` on both axes.
+
+    Subsampling folds the spectrum: ``Y[k] = sum_r X[k + r N / step] / step`` per axis.
+    """
+    if step == 1:
+        return spectrum
+    n1, n2 = spectrum.shape[-2:]
+    parts = spectrum.reshape(*spectrum.shape[:-2], step, n1 // step, step, n2 // step)
+    return parts.sum(dim=(-4, -2)) / step**2
 
 
 def _fourier(filters: np.ndarray) -> torch.Tensor:
