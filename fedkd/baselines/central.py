@@ -1,5 +1,9 @@
 """Centralised baselines: all private partitions pooled, the student architecture trained.
 
+The student architecture includes its fixed public features (``distill.feature_map``,
+``distill.public_features``), so ``central-dpsgd`` with a scattering student is the
+ScatterNet + linear model of Tramèr & Boneh (2021) under the same DP-SGD.
+
 ``central`` is non-private SGD (momentum 0.9, the optimizer of every fedkd loop);
 ``central-dpsgd`` is Opacus DP-SGD through :func:`fedkd.privacy.dpsgd.dp_train` with one
 accountant for the whole run, σ calibrated once for all planned steps
@@ -17,10 +21,9 @@ from typing import Any
 
 import torch
 
-from fedkd.baselines.common import generator, load_data, open_run
+from fedkd.baselines.common import central_student, generator, load_data, open_run
 from fedkd.config import Config, ConfigError
 from fedkd.distill import evaluate, make_optimizer, train_supervised
-from fedkd.models import build_model
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +44,8 @@ def run_central(cfg: Config, out: str | Path) -> dict[str, Any]:
     dict
         The summary written to ``DONE``.
     """
-    data = load_data(cfg)
+    model, data = central_student(cfg, load_data(cfg))
     rec = open_run(cfg, out, "central")
-    model = build_model(cfg.distill.student, data.input_shape, data.num_classes, seed=cfg.seed)
     opt = make_optimizer(model, cfg.clients.lr)
     gen = generator(cfg.seed, 11)
     for epoch in range(1, cfg.rounds + 1):
@@ -105,6 +107,7 @@ def run_central_dpsgd(cfg: Config, out: str | Path) -> dict[str, Any]:
         check_delta(cfg.privacy.delta, n)
     except ValueError as err:
         raise ConfigError(f"privacy.delta: {err}") from err
+    model, data = central_student(cfg, data)
     steps = cfg.rounds * math.ceil(n / batch)
     sigma = dpsgd_noise(cfg, n, steps)
     s = cfg.privacy.dpsgd
@@ -116,7 +119,6 @@ def run_central_dpsgd(cfg: Config, out: str | Path) -> dict[str, Any]:
     )
     logger.info("central-dpsgd: n=%d, B=%d, %d steps, sigma=%.4f", n, batch, steps, sigma)
     rec = open_run(cfg, out, "central-dpsgd")
-    model = build_model(cfg.distill.student, data.input_shape, data.num_classes, seed=cfg.seed)
     x, y = torch.from_numpy(data.x_private), torch.from_numpy(data.y_private)
     gen = generator(cfg.seed, 12)
     for epoch in range(1, cfg.rounds + 1):

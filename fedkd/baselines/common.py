@@ -6,7 +6,7 @@ import logging
 import math
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from flwr.app import Message
 
 from fedkd.clientdata import partitions_for, splits_for
 from fedkd.config import Config
+from fedkd.features import build_client_model, split_features
 from fedkd.protocol import record_dict_bytes
 from fedkd.rundir import RunDir, prepare
 from simulations.localgrid import LocalGrid
@@ -60,6 +61,33 @@ def load_data(cfg: Config) -> BaselineData:
         y_test=splits.y_test,
         input_shape=tuple(splits.input_shape),
         num_classes=int(splits.num_classes),
+    )
+
+
+def central_student(cfg: Config, data: BaselineData) -> tuple[torch.nn.Module, BaselineData]:
+    """The student architecture for the centralised baselines, on its public features.
+
+    With ``distill.feature_map`` or ``distill.public_features`` set, the fixed feature map
+    (fitted on the public proxy, as fedkd's student) is applied once to the pooled private
+    data and the test set, and the returned model is the trainable head.
+    """
+    splits = splits_for(cfg.data, cfg.seed)
+    model = build_client_model(
+        cfg.distill.student,
+        data.input_shape,
+        data.num_classes,
+        seed=cfg.seed,
+        x_public=splits.x_proxy,
+        public_features=cfg.distill.public_features,
+        feature_map=cfg.distill.feature_map,
+    )
+    features, head = split_features(model)
+    if features is None:
+        return model, data
+    x_private = features.transform_array(data.x_private)
+    x_test = features.transform_array(data.x_test)
+    return head, replace(
+        data, x_private=x_private, x_test=x_test, input_shape=tuple(x_test.shape[1:])
     )
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from fedkd.baselines import METHODS, run_method
 from fedkd.baselines.calibrate import apply_epsilon, dp_fedavg_sigma, gaussian_sigma
+from fedkd.baselines.common import central_student, load_data
 from fedkd.config import ConfigError, from_dict
 from fedkd.rundir import RunDir
 
@@ -133,3 +134,19 @@ def test_apply_epsilon_per_method():
     raw["privacy"]["mechanisms"] = ["pate"]
     with pytest.raises(ConfigError, match="proxy_per_round"):
         apply_epsilon("fedkd", raw, 1.0)
+
+
+def test_central_student_trains_a_head_on_its_public_features(tmp_path):
+    raw = {
+        **TINY,
+        "distill": {"student": "linear", "feature_map": "scattering", "public_features": 16},
+    }
+    cfg = from_dict(raw)
+    data = load_data(cfg)
+    head, seen = central_student(cfg, data)
+    assert seen.x_private.shape == (len(data.y_private), 16)  # whitened PCA of scattering
+    assert seen.x_test.shape == (len(data.y_test), 16)
+    assert sum(p.numel() for p in head.parameters()) == 16 * 10 + 10
+    run_method("central", cfg, tmp_path / "central")
+    summary = json.loads((tmp_path / "central" / "DONE").read_text())
+    assert summary["student_accuracy"] > 0.5
