@@ -45,6 +45,9 @@ def test_wrong_type_is_named():
         ("distill.propagate_neighbors=-2", "distill.propagate_neighbors"),
         ("distill.propagate_alpha=1", "distill.propagate_alpha"),
         ("distill.sharpen=0", "distill.sharpen"),
+        ("clients.feature_map=wavelets", "clients.feature_map"),
+        ("distill.feature_map=pca", "distill.feature_map"),
+        ("distill.public_features=-3", "distill.public_features"),
     ],
 )
 def test_impossible_values_are_refused_naming_the_key(override, key):
