@@ -47,7 +47,7 @@ class PCAFeatures(nn.Module):
         return (z @ self.components.T) / self.scale  # (B, k)
 
 
-def fit_pca(x_public: np.ndarray, k: int) -> PCAFeatures:
+def fit_pca(x_public: np.ndarray, k: int, key: str = "clients.public_features") -> PCAFeatures:
     """Fit a whitening PCA with ``k`` components on public inputs.
 
     Parameters
@@ -56,6 +56,8 @@ def fit_pca(x_public: np.ndarray, k: int) -> PCAFeatures:
         (M, ...) unlabelled public inputs; flattened to (M, D).
     k : int
         Number of components, ``1 <= k <= min(M, D)``.
+    key : str
+        The config key named in errors.
 
     Raises
     ------
@@ -67,16 +69,13 @@ def fit_pca(x_public: np.ndarray, k: int) -> PCAFeatures:
     m, d = flat.shape
     if not 1 <= k <= min(m, d):
         raise ModelError(
-            f"clients.public_features={k} must be between 1 and min(proxy rows, input size) "
-            f"= {min(m, d)}"
+            f"{key}={k} must be between 1 and min(proxy rows, input size) = {min(m, d)}"
         )
     mean = flat.mean(axis=0)
     _, sv, vt = np.linalg.svd(flat - mean, full_matrices=False)
     scale = sv[:k] / math.sqrt(m)  # (k,) std along each direction
     if scale[-1] <= 1e-12 * max(scale[0], 1e-300):
-        raise ModelError(
-            f"clients.public_features={k}: the proxy inputs span fewer than {k} directions"
-        )
+        raise ModelError(f"{key}={k}: the proxy inputs span fewer than {k} directions")
     # Fix each direction's sign (largest |coefficient| positive) so the map is deterministic.
     signs = np.sign(vt[:k][np.arange(k), np.abs(vt[:k]).argmax(axis=1)])
     return PCAFeatures(mean, vt[:k] * signs[:, None], scale)
@@ -137,6 +136,7 @@ def build_client_model(
     x_public: np.ndarray | None = None,
     public_features: int = 0,
     feature_map: str = "pixels",
+    section: str = "clients",
 ) -> nn.Module:
     """A registered model, optionally on top of fixed features fitted on the public proxy.
 
@@ -145,11 +145,12 @@ def build_client_model(
     head)``: the inputs go through the scattering transform (``feature_map ==
     "scattering"``), then through a whitened PCA with ``public_features`` components fitted
     on the public proxy (if ``public_features > 0``), and the head sees flat features, so
-    image-only models (``cnn``) are refused with a clear error.
+    image-only models (``cnn``) are refused with a clear error. Errors name the config keys
+    under ``section`` (``clients`` or ``distill``).
     """
     if feature_map not in FEATURE_MAPS:
         raise ModelError(
-            f"clients.feature_map must be {' or '.join(FEATURE_MAPS)}, got '{feature_map}'"
+            f"{section}.feature_map must be {' or '.join(FEATURE_MAPS)}, got '{feature_map}'"
         )
     if public_features == 0 and feature_map == "pixels":
         return build_model(name, input_shape, num_classes, seed=seed)
@@ -158,17 +159,17 @@ def build_client_model(
         try:
             transform = Scattering2D(input_shape)
         except ValueError as err:
-            raise ModelError(f"clients.feature_map=scattering: {err}") from err
+            raise ModelError(f"{section}.feature_map=scattering: {err}") from err
     pca, width, key = None, None, f"{feature_map}:{tuple(input_shape)}"
     if public_features > 0:
         if x_public is None or len(x_public) == 0:
-            raise ModelError("clients.public_features needs public proxy inputs to fit on")
+            raise ModelError(f"{section}.public_features needs public proxy inputs to fit on")
         proxy = content_key(x_public)
         width, key = public_features, f"{key}:pca{public_features}:{proxy}"
-        pca = _cached_pca(proxy, public_features, x_public, transform, key)
+        pca = _cached_pca(proxy, public_features, x_public, transform, key, section)
     else:
         width = int(np.prod(transform.output_shape))
-    key_name = "clients.public_features" if pca is not None else "clients.feature_map"
+    key_name = f"{section}.public_features" if pca is not None else f"{section}.feature_map"
     try:
         head = build_model(name, (width,), num_classes, seed=seed)
     except ModelError as err:
@@ -219,7 +220,12 @@ def _remember(cache: dict, key: Any, value: Any, limit: int = 256) -> None:
 
 
 def _cached_pca(
-    proxy: str, k: int, x_public: np.ndarray, transform: nn.Module | None, key: str
+    proxy: str,
+    k: int,
+    x_public: np.ndarray,
+    transform: nn.Module | None,
+    key: str,
+    section: str,
 ) -> PCAFeatures:
     """One fit per proxy set, ``k`` and transform per process; each caller gets a copy.
 
@@ -228,7 +234,7 @@ def _cached_pca(
     """
     if key not in _PCA_CACHE:
         fitted_on = x_public if transform is None else _apply(transform, x_public)
-        pca = fit_pca(fitted_on, k)
+        pca = fit_pca(fitted_on, k, key=f"{section}.public_features")
         _remember(_PCA_CACHE, key, pca, limit=4)
         _remember(_FEATURE_CACHE, (key, proxy), _apply(pca, fitted_on))
     cached = _PCA_CACHE[key]

@@ -45,6 +45,7 @@ class Student:
             x_public=x_public,
             public_features=d.public_features,
             feature_map=d.feature_map,
+            section="distill",
         )
         # With fixed public features, train and evaluate the head on cached features.
         self.features, self.head = split_features(self.model)

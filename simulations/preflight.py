@@ -37,6 +37,7 @@ def preflight(cfg: Config) -> None:
         x_public=splits.x_proxy,
         public_features=cfg.distill.public_features,
         feature_map=cfg.distill.feature_map,
+        section="distill",
     )
     empty = [i for i, p in enumerate(parts) if len(p) == 0]
     if empty:

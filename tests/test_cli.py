@@ -26,6 +26,14 @@ QUICKSTART = ROOT / "simulations" / "configs" / "quickstart.yaml"
         (["clients.num_clients=5000"], "clients.num_clients=5000 exceeds"),
         (["data.source=idx:/nonexistent/dir"], "/nonexistent/dir"),
         (["clients.models=[resnet]"], "unknown model 'resnet'"),
+        (
+            ["distill.augment=false", "distill.public_features=5000"],
+            "distill.public_features=5000 must be between",
+        ),
+        (
+            ["distill.augment=false", "distill.feature_map=scattering"],
+            "distill.feature_map=scattering: model 'cnn'",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, sets, needle):

@@ -80,6 +80,7 @@ def central_student(cfg: Config, data: BaselineData) -> tuple[torch.nn.Module, B
         x_public=splits.x_proxy,
         public_features=cfg.distill.public_features,
         feature_map=cfg.distill.feature_map,
+        section="distill",
     )
     features, head = split_features(model)
     if features is None:
