@@ -342,18 +342,15 @@ def validate(cfg: Config) -> None:
     _require(
         c.public_features >= 0, f"clients.public_features must be >= 0, got {c.public_features}"
     )
-    _require(
-        c.feature_map in ("pixels", "scattering"),
-        f"clients.feature_map must be pixels or scattering, got '{c.feature_map}'",
-    )
     _require(c.min_replies >= 1, f"clients.min_replies must be >= 1, got {c.min_replies}")
     _require(
         k.public_features >= 0, f"distill.public_features must be >= 0, got {k.public_features}"
     )
-    _require(
-        k.feature_map in ("pixels", "scattering"),
-        f"distill.feature_map must be pixels or scattering, got '{k.feature_map}'",
-    )
+    for section, feature_map in (("clients", c.feature_map), ("distill", k.feature_map)):
+        _require(
+            feature_map in ("pixels", "scattering"),
+            f"{section}.feature_map must be pixels or scattering, got '{feature_map}'",
+        )
     _require(
         not k.augment or (k.public_features == 0 and k.feature_map == "pixels"),
         "distill.augment shifts images; it cannot be combined with distill.public_features "

@@ -178,6 +178,29 @@ def build_client_model(
     return nn.Sequential(PublicFeatures(transform, pca, key), head)
 
 
+def feature_args(section_cfg: Any, section: str) -> dict[str, Any]:
+    """Keyword arguments of :func:`build_client_model` from ``cfg.clients`` or ``cfg.distill``
+    (``section`` names which, for error messages)."""
+    return {
+        "public_features": section_cfg.public_features,
+        "feature_map": section_cfg.feature_map,
+        "section": section,
+    }
+
+
+def on_features(model: nn.Module, *arrays: np.ndarray) -> tuple[nn.Module, list[np.ndarray]]:
+    """The trainable part of ``model`` and the inputs it sees.
+
+    For a model with fixed public features, the head and the cached features of each array;
+    otherwise ``model`` and the arrays unchanged. The head shares its parameters with
+    ``model``.
+    """
+    features, head = split_features(model)
+    if features is None:
+        return model, list(arrays)
+    return head, [features.transform_array(a) for a in arrays]
+
+
 def split_features(model: nn.Module) -> tuple[PublicFeatures | None, nn.Module]:
     """``(PublicFeatures, head)`` of a model from :func:`build_client_model`, else
     ``(None, model)``. The head shares its parameters with ``model``."""

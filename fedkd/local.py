@@ -16,7 +16,7 @@ from fedkd.clientdata import ClientData
 from fedkd.clientstate import ClientState
 from fedkd.config import Config
 from fedkd.distill import evaluate, make_optimizer, predict_probs, train_distill, train_supervised
-from fedkd.features import build_client_model, split_features
+from fedkd.features import build_client_model, feature_args, on_features
 from fedkd.protocol import derive_seed
 
 logger = logging.getLogger(__name__)
@@ -46,12 +46,10 @@ class RoundResult:
 def _on_features(model: torch.nn.Module, data: ClientData) -> tuple[torch.nn.Module, ClientData]:
     """Train and predict with the head on cached features when the model has a fixed
     public feature map; the head shares its parameters with ``model``."""
-    features, head = split_features(model)
-    if features is None:
+    net, (x_private, x_proxy) = on_features(model, data.x_private, data.x_proxy)
+    if net is model:
         return model, data
-    x_private = features.transform_array(data.x_private)  # (n, k)
-    x_proxy = features.transform_array(data.x_proxy)  # (M, k)
-    return head, replace(
+    return net, replace(
         data, x_private=x_private, x_proxy=x_proxy, input_shape=tuple(x_proxy.shape[1:])
     )
 
@@ -90,8 +88,7 @@ def local_round(
         data.num_classes,
         seed=derive_seed(cfg.seed, client_id, _INIT),
         x_public=data.x_proxy,
-        public_features=cfg.clients.public_features,
-        feature_map=cfg.clients.feature_map,
+        **feature_args(cfg.clients, "clients"),
     )
     optimizer = make_optimizer(model, cfg.clients.lr)
     if state is not None:

@@ -10,7 +10,7 @@ import torch
 from fedkd.aggregate import sharpen
 from fedkd.config import Config
 from fedkd.distill import evaluate, make_optimizer, train_distill
-from fedkd.features import build_client_model, split_features
+from fedkd.features import build_client_model, feature_args, split_features
 from fedkd.propagate import knn_graph, propagate
 from fedkd.protocol import derive_seed
 from fedkd.teacher import TeacherCache
@@ -43,9 +43,7 @@ class Student:
             num_classes,
             seed=derive_seed(cfg.seed, _STUDENT_INIT),
             x_public=x_public,
-            public_features=d.public_features,
-            feature_map=d.feature_map,
-            section="distill",
+            **feature_args(d, "distill"),
         )
         # With fixed public features, train and evaluate the head on cached features.
         self.features, self.head = split_features(self.model)

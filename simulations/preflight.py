@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fedkd.clientdata import partitions_for, splits_for
 from fedkd.config import Config, ConfigError
-from fedkd.features import build_client_model
+from fedkd.features import build_client_model, feature_args
 from fedkd.local import client_model_name
 
 
@@ -19,26 +19,17 @@ def preflight(cfg: Config) -> None:
     splits = splits_for(cfg.data, cfg.seed)
     parts = partitions_for(cfg.data, cfg.seed, cfg.clients.num_clients)
     shape, classes = tuple(splits.input_shape), int(splits.num_classes)
-    for name in {client_model_name(cfg, i) for i in range(cfg.clients.num_clients)}:
+    used = {client_model_name(cfg, i) for i in range(cfg.clients.num_clients)}
+    models = [(name, cfg.clients, "clients") for name in sorted(used)]
+    for name, section_cfg, section in [*models, (cfg.distill.student, cfg.distill, "distill")]:
         build_client_model(
             name,
             shape,
             classes,
             seed=0,
             x_public=splits.x_proxy,
-            public_features=cfg.clients.public_features,
-            feature_map=cfg.clients.feature_map,
+            **feature_args(section_cfg, section),
         )
-    build_client_model(
-        cfg.distill.student,
-        shape,
-        classes,
-        seed=0,
-        x_public=splits.x_proxy,
-        public_features=cfg.distill.public_features,
-        feature_map=cfg.distill.feature_map,
-        section="distill",
-    )
     empty = [i for i, p in enumerate(parts) if len(p) == 0]
     if empty:
         raise ConfigError(f"data.partition left clients {empty} without data; use fewer clients")

@@ -16,7 +16,7 @@ from flwr.app import Message
 
 from fedkd.clientdata import partitions_for, splits_for
 from fedkd.config import Config
-from fedkd.features import build_client_model, split_features
+from fedkd.features import build_client_model, feature_args, on_features
 from fedkd.protocol import record_dict_bytes
 from fedkd.rundir import RunDir, prepare
 from simulations.localgrid import LocalGrid
@@ -78,16 +78,12 @@ def central_student(cfg: Config, data: BaselineData) -> tuple[torch.nn.Module, B
         data.num_classes,
         seed=cfg.seed,
         x_public=splits.x_proxy,
-        public_features=cfg.distill.public_features,
-        feature_map=cfg.distill.feature_map,
-        section="distill",
+        **feature_args(cfg.distill, "distill"),
     )
-    features, head = split_features(model)
-    if features is None:
+    net, (x_private, x_test) = on_features(model, data.x_private, data.x_test)
+    if net is model:
         return model, data
-    x_private = features.transform_array(data.x_private)
-    x_test = features.transform_array(data.x_test)
-    return head, replace(
+    return net, replace(
         data, x_private=x_private, x_test=x_test, input_shape=tuple(x_test.shape[1:])
     )
 
