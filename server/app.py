@@ -7,7 +7,9 @@ fedkd YAML config, the run directory and optional ``--set`` style overrides sepa
 
 from __future__ import annotations
 
+import faulthandler
 import logging
+import signal
 from pathlib import Path
 
 import torch
@@ -48,6 +50,18 @@ def app_path(value: str) -> Path:
     return path
 
 
+STACKS = "serverapp-stacks.txt"  # where SIGUSR1 makes the ServerApp write its stacks
+_STACKS_FILE: list = []  # keeps the file open for faulthandler
+
+
+def _dump_stacks_on_sigusr1(path: Path) -> None:
+    """``kill -USR1 <flwr-serverapp pid>`` appends every thread's Python stack to ``path``
+    (for diagnosing a stalled run); nothing else changes."""
+    handle = open(path, "a")  # noqa: SIM115 - must outlive this call
+    _STACKS_FILE.append(handle)
+    faulthandler.register(signal.SIGUSR1, file=handle, all_threads=True)
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Entry point for ``flwr run``: config path, out dir and overrides from the run config."""
@@ -57,6 +71,7 @@ def main(grid: Grid, context: Context) -> None:
     cfg = load_config(app_path(str(rc["config"])), overrides)
     out = Path(str(rc["out-dir"]))
     run = prepare(out, cfg, resume=(out / "config.yaml").exists())
+    _dump_stacks_on_sigusr1(out / STACKS)
     from fedkd.deploy.procs import FastPollGrid  # replies polled every 0.1 s, not 3 s
 
     serve(FastPollGrid(grid), cfg, run, state_dir=str(out / "clients"))

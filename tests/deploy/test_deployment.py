@@ -9,6 +9,8 @@ them. Every process is stopped in a ``finally`` and checked gone.
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from fedkd.clientstate import ClientState
 from fedkd.config import from_dict, load_config
 from fedkd.deploy.procs import LocalDeployment, Proc, wait_for
 from fedkd.privacy.dpsgd import DPSGDState, epsilon_of
+from server.app import STACKS
 from simulations.runner import simulate
 
 pytestmark = pytest.mark.slow
@@ -92,6 +95,12 @@ def _wait_done(dep: LocalDeployment, out: Path, timeout: float, nodes: dict[str,
         if dep.run_ids:
             server = dep.flwr("log", str(dep.run_ids[-1]), dep.connection, "--show", timeout=30)
             logs += f"\n--- ServerApp\n{(server.stdout + server.stderr)[-3000:]}"
+        # Ask every ServerApp process for its Python stacks (server/app.py registers SIGUSR1).
+        subprocess.run(["pkill", "-USR1", "-f", "flwr-serverapp"], check=False)
+        time.sleep(1.0)
+        stacks = out / STACKS
+        if stacks.exists():
+            logs += f"\n--- ServerApp stacks\n{stacks.read_text()[-6000:]}"
         raise AssertionError(f"{err}\n{logs}") from None
     return json.loads((out / "metrics.json").read_text())
 
