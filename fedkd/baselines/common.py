@@ -64,6 +64,46 @@ def load_data(cfg: Config) -> BaselineData:
     )
 
 
+def model_on_features(
+    cfg: Config,
+    name: str,
+    section: str,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    seed: int,
+    *arrays: np.ndarray,
+) -> tuple[torch.nn.Module, list[np.ndarray]]:
+    """Architecture ``name`` on the fixed public features of ``cfg.<section>``, and its inputs.
+
+    With ``<section>.feature_map`` or ``<section>.public_features`` set, the fixed feature
+    map (fitted on the public proxy, as in fedkd) is applied to ``arrays`` (cached per
+    process) and the returned model is the trainable head: only its weights are trained,
+    and only they travel in FedAvg. Otherwise the plain model and ``arrays`` unchanged.
+
+    Parameters
+    ----------
+    cfg : Config
+        The run configuration (its ``data`` and ``seed`` give the public proxy).
+    name : str
+        A registered model name.
+    section : str
+        ``"clients"`` or ``"distill"``: whose feature keys apply (and name errors).
+    input_shape, num_classes, seed
+        As for :func:`fedkd.features.build_client_model`.
+    *arrays : np.ndarray
+        Inputs to map, e.g. training and test images.
+
+    Returns
+    -------
+    tuple
+        ``(model, [features of each array])``.
+    """
+    keys = feature_args(getattr(cfg, section), section)
+    x_public = splits_for(cfg.data, cfg.seed).x_proxy if keys["public_features"] else None
+    model = build_client_model(name, input_shape, num_classes, seed=seed, x_public=x_public, **keys)
+    return on_features(model, *arrays)
+
+
 def central_student(cfg: Config, data: BaselineData) -> tuple[torch.nn.Module, BaselineData]:
     """The student architecture for the centralised baselines, on its public features.
 
@@ -71,18 +111,18 @@ def central_student(cfg: Config, data: BaselineData) -> tuple[torch.nn.Module, B
     (fitted on the public proxy, as fedkd's student) is applied once to the pooled private
     data and the test set, and the returned model is the trainable head.
     """
-    splits = splits_for(cfg.data, cfg.seed)
-    model = build_client_model(
+    net, (x_private, x_test) = model_on_features(
+        cfg,
         cfg.distill.student,
+        "distill",
         data.input_shape,
         data.num_classes,
-        seed=cfg.seed,
-        x_public=splits.x_proxy,
-        **feature_args(cfg.distill, "distill"),
+        cfg.seed,
+        data.x_private,
+        data.x_test,
     )
-    net, (x_private, x_test) = on_features(model, data.x_private, data.x_test)
-    if net is model:
-        return model, data
+    if x_test is data.x_test:
+        return net, data
     return net, replace(
         data, x_private=x_private, x_test=x_test, input_shape=tuple(x_test.shape[1:])
     )

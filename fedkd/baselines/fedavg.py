@@ -1,6 +1,8 @@
 """FedAvg and DP-FedAvg baselines on Flower's built-in strategies (weights DO travel).
 
-``fedavg`` runs ``flwr.serverapp.strategy.FedAvg`` with the student architecture;
+``fedavg`` runs ``flwr.serverapp.strategy.FedAvg`` with the student architecture (with
+fixed public features, ``distill.feature_map`` / ``distill.public_features``, only the
+trainable head travels: the feature map is public and the same on every node);
 ``dp-fedavg`` wraps it in ``DifferentialPrivacyServerSideFixedClipping`` with Flower's
 ``RdpAccountant``. Both run on an in-process Grid (:class:`CountingGrid`) with the small
 ClientApp :data:`app` of this module, which trains the received weights on the client's
@@ -29,11 +31,16 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedkd.baselines.common import CountingGrid, generator, load_data, open_run
+from fedkd.baselines.common import (
+    CountingGrid,
+    generator,
+    load_data,
+    model_on_features,
+    open_run,
+)
 from fedkd.clientdata import client_data
 from fedkd.config import Config, ConfigError, from_dict, to_dict
 from fedkd.distill import evaluate, make_optimizer, train_supervised
-from fedkd.models import build_model
 
 logger = logging.getLogger(__name__)
 
@@ -52,14 +59,22 @@ def train(msg: Message, context: Context) -> Message:
     pid = int(context.node_config["partition-id"])
     server_round = int(conf.get("server-round", 0))
     data = client_data(cfg.data, cfg.seed, cfg.clients.num_clients, pid)
-    model = build_model(cfg.distill.student, data.input_shape, data.num_classes, seed=cfg.seed)
+    model, (x_private,) = model_on_features(
+        cfg,
+        cfg.distill.student,
+        "distill",
+        data.input_shape,
+        data.num_classes,
+        cfg.seed,
+        data.x_private,
+    )
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     loss = 0.0
     if len(data.y_private):
         loss = train_supervised(
             model,
             make_optimizer(model, cfg.clients.lr),
-            data.x_private,
+            x_private,
             data.y_private,
             epochs=cfg.clients.local_epochs,
             batch_size=cfg.clients.batch_size,
@@ -131,7 +146,15 @@ def run_fedavg(cfg: Config, out: str | Path, *, private: bool = False) -> dict[s
             f"privacy.client_delta: δ={delta:g} must be below 1/num_clients={1 / n_clients:g}"
         )
     rec = open_run(cfg, out, method)
-    model = build_model(cfg.distill.student, data.input_shape, data.num_classes, seed=cfg.seed)
+    model, (x_test,) = model_on_features(
+        cfg,
+        cfg.distill.student,
+        "distill",
+        data.input_shape,
+        data.num_classes,
+        cfg.seed,
+        data.x_test,
+    )
     strategy: Any = FedAvg(
         fraction_train=fraction,
         fraction_evaluate=0.0,
@@ -162,7 +185,7 @@ def run_fedavg(cfg: Config, out: str | Path, *, private: bool = False) -> dict[s
             grid.take()
             return None
         model.load_state_dict(arrays.to_torch_state_dict())
-        loss, acc = evaluate(model, data.x_test, data.y_test)
+        loss, acc = evaluate(model, x_test, data.y_test)
         row: dict[str, Any] = {
             "round": server_round,
             "student_accuracy": acc,

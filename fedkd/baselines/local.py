@@ -1,7 +1,8 @@
 """Local-only baseline: every client trains alone on its own partition, nothing is shared.
 
 Client ``i`` trains ``clients.models[i % len(models)]`` (the architecture it would have in
-fedkd) for ``clients.local_epochs`` epochs per round. Every client is evaluated on the
+fedkd, on the fixed public features of ``clients.feature_map`` / ``clients.public_features``
+if set) for ``clients.local_epochs`` epochs per round. Every client is evaluated on the
 server's test set; a row reports the mean (``student_accuracy``) and the worst client
 (``worst_client_accuracy``). Evaluating all clients is the slow part, so rows are written
 every ``max(1, rounds // 5)`` rounds and at the last round, or only at the last round when
@@ -16,10 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from fedkd.baselines.common import generator, load_data, open_run
+from fedkd.baselines.common import generator, load_data, model_on_features, open_run
 from fedkd.config import Config
 from fedkd.distill import evaluate, make_optimizer, train_supervised
-from fedkd.models import build_model
 
 logger = logging.getLogger(__name__)
 
@@ -43,13 +43,23 @@ def run_local(cfg: Config, out: str | Path) -> dict[str, Any]:
     data = load_data(cfg)
     rec = open_run(cfg, out, "local")
     c = cfg.clients
-    models, opts = [], []
+    models, opts, inputs = [], [], []
+    x_test = data.x_test
     for i in range(c.num_clients):
-        model = build_model(
-            c.models[i % len(c.models)], data.input_shape, data.num_classes, seed=cfg.seed + i
+        # The client's architecture on its fixed public features, if any (as in fedkd).
+        model, (x_own, x_test) = model_on_features(
+            cfg,
+            c.models[i % len(c.models)],
+            "clients",
+            data.input_shape,
+            data.num_classes,
+            cfg.seed + i,
+            data.x_private[_offsets(data.parts, i)],
+            data.x_test,
         )
         models.append(model)
         opts.append(make_optimizer(model, c.lr))
+        inputs.append(x_own)
     gens = [generator(cfg.seed, 13, i) for i in range(c.num_clients)]
     # Evaluating every client is the slow part: only at the end for large settings.
     large = c.num_clients * len(data.y_test) >= 1_000_000
@@ -62,7 +72,7 @@ def run_local(cfg: Config, out: str | Path) -> dict[str, Any]:
             train_supervised(
                 models[i],
                 opts[i],
-                data.x_private[_offsets(data.parts, i)],
+                inputs[i],
                 data.y_private[_offsets(data.parts, i)],
                 epochs=c.local_epochs,
                 batch_size=c.batch_size,
@@ -70,7 +80,7 @@ def run_local(cfg: Config, out: str | Path) -> dict[str, Any]:
             )
         if rnd % every and rnd != cfg.rounds:
             continue
-        results = [evaluate(m, data.x_test, data.y_test) for m in models]
+        results = [evaluate(m, x_test, data.y_test) for m in models]
         accs = [acc for _, acc in results]
         rec.add(
             {

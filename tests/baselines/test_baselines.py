@@ -11,6 +11,7 @@ from fedkd.baselines import METHODS, run_method
 from fedkd.baselines.calibrate import apply_epsilon, dp_fedavg_sigma, gaussian_sigma
 from fedkd.baselines.common import central_student, load_data
 from fedkd.config import ConfigError, from_dict
+from fedkd.models import ModelError
 from fedkd.rundir import RunDir
 
 TINY = {
@@ -150,3 +151,34 @@ def test_central_student_trains_a_head_on_its_public_features(tmp_path):
     run_method("central", cfg, tmp_path / "central")
     summary = json.loads((tmp_path / "central" / "DONE").read_text())
     assert summary["student_accuracy"] > 0.5
+
+
+def _on_features(section: str, model_key: str, model: object) -> dict:
+    raw = json.loads(json.dumps(TINY))
+    raw[section].update({model_key: model, "feature_map": "scattering", "public_features": 16})
+    return raw
+
+
+def test_fedavg_moves_only_the_head_of_a_student_on_public_features(tmp_path):
+    pixels = json.loads(json.dumps(TINY))
+    pixels["distill"]["student"] = "linear"
+    run_method("fedavg", from_dict(pixels), tmp_path / "pixels")
+    run_method("fedavg", from_dict(_on_features("distill", "student", "linear")), tmp_path / "pca")
+    per_client = {
+        name: RunDir(tmp_path / name).read_metrics()[-1]["bytes_up_per_client"]
+        for name in ("pixels", "pca")
+    }
+    # Linear on 64 pixels has 650 parameters, the head on 16 features 170: ~4x fewer bytes.
+    assert max(per_client["pca"].values()) < min(per_client["pixels"].values()) / 2.5
+    summary = json.loads((tmp_path / "pca" / "DONE").read_text())
+    assert summary["student_accuracy"] > 0.5  # the head is trained on the features it sees
+
+
+def test_local_trains_each_client_on_its_public_features(tmp_path):
+    cfg = from_dict(_on_features("clients", "models", ["linear"]))
+    summary = run_method("local", cfg, tmp_path / "local")
+    assert len(summary["client_accuracies"]) == 3
+    assert summary["worst_client_accuracy"] > 0.2
+    # The clients' feature keys are honoured: an image model on PCA features is refused.
+    with pytest.raises(ModelError, match="clients.public_features=16"):
+        run_method("local", from_dict(_on_features("clients", "models", ["cnn"])), tmp_path / "x")
