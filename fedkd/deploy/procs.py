@@ -17,6 +17,12 @@ Why naive deployment rounds take 16-38 s, and what this module does about each c
    polls for replies every 3 s. :func:`run_supernode` shortens the SuperNode's sleeps,
    the warm executor polls at the same interval, and :class:`FastPollGrid` (used by the
    ServerApp) polls replies every 0.1 s.
+3. **A reply whose content never arrives.** A SuperNode pushes a reply's message first
+   and its objects (the arrays) after. If it crashes in between, the SuperLink lists the
+   reply, and Flower's ``pull_messages`` retries the missing objects with back-off for up
+   to 2 hours (``PULL_MAX_TIME``), ignoring the round timeout: the run stalls.
+   :class:`FastPollGrid` bounds those retries by the time left in the round, after which
+   Flower turns the reply into an error reply and the round goes on without that node.
 
 The second half of the module starts and stops local clusters (SuperLink + SuperNodes on
 127.0.0.1) for the tests and the benchmark.
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -33,7 +40,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,12 +110,21 @@ class FastPollGrid(Grid):
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
-        """Push ``messages`` and poll for their replies until all came or ``timeout``."""
+        """Push ``messages`` and poll for their replies until all came or ``timeout``.
+
+        With a ``timeout``, retries of a listed reply's missing content stop when the
+        timeout is reached (that reply becomes an error reply), see
+        :func:`object_pulls_bounded`.
+        """
         pending = set(self.push_messages(messages))
         end = None if timeout is None else time.monotonic() + timeout
         replies: list[Message] = []
         while pending:
-            got = list(self.pull_messages(pending))
+            if end is None:
+                got = list(self.pull_messages(pending))
+            else:
+                with object_pulls_bounded(max(end - time.monotonic(), 0.0)):
+                    got = list(self.pull_messages(pending))
             replies.extend(got)
             pending.difference_update(m.metadata.reply_to_message_id for m in got)
             if not pending or (end is not None and time.monotonic() >= end):
@@ -118,6 +134,30 @@ class FastPollGrid(Grid):
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._grid, name)
+
+
+@contextlib.contextmanager
+def object_pulls_bounded(max_time: float) -> Iterator[None]:
+    """Within the block, the ServerApp's grid retries a reply's objects for ``max_time`` s.
+
+    Flower 1.42's ``HttpGrid.pull_messages`` calls ``pull_objects`` with its defaults
+    (retries for up to 7,200 s); for the block, the name ``pull_objects`` in
+    ``flwr.superlink.grid.http_grid`` is bound to the same function with ``max_time``.
+    Past it Flower raises ``ObjectPullError`` and returns an error reply
+    (``MESSAGE_UNAVAILABLE``) for that message. The ServerApp calls its grid from one
+    thread, so the rebinding is not seen by any other caller. Without Flower's
+    ``http_grid`` module loaded there is no ``HttpGrid``, and nothing to bound.
+    """
+    http_grid = sys.modules.get("flwr.superlink.grid.http_grid")
+    if http_grid is None:
+        yield
+        return
+    original = http_grid.pull_objects
+    http_grid.pull_objects = functools.partial(original, max_time=max_time)
+    try:
+        yield
+    finally:
+        http_grid.pull_objects = original
 
 
 # ----------------------------------------------------------------------------- SuperNode

@@ -7,6 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 from flwr.serverapp import Grid
+from flwr.supercore.inflatable.inflatable_utils import ObjectPullError, ObjectUnavailableError
+from flwr.superlink.grid import http_grid
 
 from fedkd.deploy import procs
 from simulations.cli import main
@@ -101,3 +103,33 @@ def test_flag_parsing() -> None:
 def test_supernode_command_refuses_bad_options(argv, message, capsys) -> None:
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+class _MissingContentGrid(_FakeGrid):
+    """Lists one reply whose objects never arrive, as after a SuperNode crashed mid-upload:
+    its ``pull_messages`` pulls them through Flower's ``pull_objects`` as ``HttpGrid`` does."""
+
+    def pull_messages(self, message_ids):  # noqa: D102
+        self.pulls += 1
+
+        def unavailable(object_id: str) -> bytes:
+            raise ObjectUnavailableError(object_id)
+
+        try:
+            http_grid.pull_objects(["obj"], unavailable, initial_backoff=0.05, backoff_cap=0.05)
+        except ObjectPullError as err:
+            return [SimpleNamespace(metadata=SimpleNamespace(reply_to_message_id="0"), err=err)]
+        raise AssertionError("a missing object cannot be pulled")
+
+
+def test_fast_poll_grid_stops_retrying_missing_reply_content_at_the_round_timeout() -> None:
+    original = http_grid.pull_objects
+    grid = procs.FastPollGrid(_MissingContentGrid([0.0]), interval=0.05)
+    t0 = time.monotonic()
+    replies = list(grid.send_and_receive(["a"], timeout=0.5))
+    elapsed = time.monotonic() - t0
+    # Flower's default would retry for up to 2 hours; here the reply becomes an error.
+    assert [r.metadata.reply_to_message_id for r in replies] == ["0"]
+    assert "timeout or retry limit" in str(replies[0].err)
+    assert 0.4 <= elapsed < 3.0
+    assert http_grid.pull_objects is original  # the bound holds only inside the call
