@@ -14,12 +14,18 @@ run() {
   local out=benchmarks/runs/$name
   /usr/bin/time -f "%e s wall" fedkd sweep "$config" --out "$out" --jobs "${JOBS:-2}"
   mkdir -p benchmarks/results/"$name"
-  cp "$out"/results.csv "$out"/*.png benchmarks/results/"$name"/
+  cp "$out"/results.csv "$out"/results.md "$out"/*.png benchmarks/results/"$name"/
 }
 
 case "${1:-digits}" in
   digits) run digits simulations/configs/sweep_digits.yaml ;;
   fmnist) run fmnist simulations/configs/sweep_fmnist.yaml ;;   # slow: about 1.5 h here
   fmnist-recipe) run fmnist-recipe simulations/configs/sweep_fmnist_recipe.yaml ;;  # ~15 min
-  *) echo "usage: $0 digits|fmnist|fmnist-recipe" >&2; exit 2 ;;
+  fmnist-20) run fmnist-20 simulations/configs/sweep_fmnist_20.yaml ;;  # ~8 min
+  fmnist-scattering) run fmnist-scattering simulations/configs/sweep_fmnist_scattering.yaml ;;  # ~28 min
+  fmnist-scattering-baselines)
+    run fmnist-scattering-baselines simulations/configs/sweep_fmnist_scattering_baselines.yaml ;;  # ~20 min
+  *)
+    echo "usage: $0 digits|fmnist|fmnist-recipe|fmnist-20|fmnist-scattering|fmnist-scattering-baselines" >&2
+    exit 2 ;;
 esac
