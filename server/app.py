@@ -10,6 +10,7 @@ from __future__ import annotations
 import faulthandler
 import logging
 import signal
+import threading
 from pathlib import Path
 
 import torch
@@ -23,13 +24,27 @@ from server.runner import serve
 logger = logging.getLogger(__name__)
 
 
-def make_server_app(cfg: Config, run: RunDir, state_dir: str | None = None) -> ServerApp:
-    """A ServerApp bound to a resolved config and a prepared run directory."""
+def make_server_app(
+    cfg: Config,
+    run: RunDir,
+    state_dir: str | None = None,
+    stop: threading.Event | None = None,
+) -> ServerApp:
+    """A ServerApp bound to a resolved config and a prepared run directory.
+
+    Setting ``stop`` ends the ServerApp (:class:`~fedkd.deploy.procs.RunStoppedError`) at its
+    next wait for client replies: Flower runs it in a non-daemon thread that would otherwise
+    keep an interrupted simulation's process alive until the round timeouts ran out.
+    """
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         torch.set_num_threads(1)
+        if stop is not None:
+            from fedkd.deploy.procs import FastPollGrid
+
+            grid = FastPollGrid(grid, stop=stop)
         serve(grid, cfg, run, state_dir=state_dir)
 
     return app

@@ -13,6 +13,13 @@ import sys
 from pathlib import Path
 
 EXIT_USAGE = 2
+#: Exit status after Ctrl-C (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED = 130
+#: What to run after Ctrl-C, by command: the work already written is kept.
+_RESUME_HINT = {
+    "simulate": "finished rounds are kept: continue with `fedkd simulate --resume DIR`",
+    "sweep": "finished cells are kept: rerun the same command to resume",
+}
 
 # Modules that add sub-commands: each has ``register(subparsers)``, which adds a parser
 # whose ``func(args) -> int`` runs the command. User errors raise ConfigError (exit 2).
@@ -112,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, ModelError, RunDirError) as err:
         sys.stderr.write(f"fedkd: error: {err}\n")
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        hint = _RESUME_HINT.get(args.command)
+        sys.stderr.write(f"fedkd: interrupted; {hint}\n" if hint else "fedkd: interrupted\n")
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

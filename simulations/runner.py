@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -73,14 +74,19 @@ def _simulate_ray(cfg: Config, run: RunDir, state_dir: str) -> dict[str, Any]:
         },
     }
     level = logging.getLogger("flwr").level
-    run_simulation(
-        server_app=make_server_app(cfg, run, state_dir=state_dir),
-        client_app=client_app,
-        num_supernodes=cfg.clients.num_clients,
-        backend_name="ray",
-        backend_config=backend_config,
-        verbose_logging=level <= logging.DEBUG,
-    )
+    stop = threading.Event()  # set on Ctrl-C: Flower's ServerApp thread then ends too
+    try:
+        run_simulation(
+            server_app=make_server_app(cfg, run, state_dir=state_dir, stop=stop),
+            client_app=client_app,
+            num_supernodes=cfg.clients.num_clients,
+            backend_name="ray",
+            backend_config=backend_config,
+            verbose_logging=level <= logging.DEBUG,
+        )
+    except BaseException:
+        stop.set()
+        raise
     logging.getLogger("flwr").setLevel(level)  # run_simulation resets Flower's log level
     done = run.path / "DONE"
     if not done.exists():

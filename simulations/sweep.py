@@ -9,6 +9,7 @@ atomically; at the end the plots are drawn.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
@@ -16,6 +17,7 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -174,28 +176,70 @@ def run_sweep(
 
 
 def _run_parallel(todo: list[Cell], out: Path, jobs: int, tracker: _Tracker) -> None:
-    """Run ``todo`` on a pool of ``jobs`` spawned processes, recording cells as they end."""
+    """Run ``todo`` on a pool of ``jobs`` spawned processes, recording cells as they end.
+
+    Workers ignore SIGINT, so Ctrl-C (which a terminal sends to the whole process group)
+    reaches only this process. On any exception here, Ctrl-C included, queued cells are
+    cancelled and the workers are terminated at once: a cell cut short has no ``DONE`` file
+    and is rerun by the next ``fedkd sweep`` on the same directory. (Leaving the pool through
+    ``with`` would instead wait for every queued cell, and a second Ctrl-C during that wait
+    left the process hanging on its idle workers at exit.)
+    """
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     ctx = multiprocessing.get_context("spawn")  # no forked torch / thread state
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        pending = {}
-        for cell in todo:
-            pending[pool.submit(_pool_cell, cell, out / cell.name)] = cell
+    ours_before = set(multiprocessing.active_children())
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_ignore_sigint)
+    try:
+        pending = {pool.submit(_pool_cell, cell, out / cell.name): cell for cell in todo}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 cell = pending.pop(future)
                 err = future.exception()
                 if isinstance(err, ConfigError):
-                    for other in pending:
-                        other.cancel()
                     raise err
                 if err is not None:
                     tracker.failed(cell, err)
                 else:
                     tracker.finished(cell, *future.result())
+    except BaseException:
+        with _sigint_ignored():
+            pool.shutdown(wait=False, cancel_futures=True)
+            workers = [p for p in multiprocessing.active_children() if p not in ours_before]
+            for proc in workers:
+                proc.terminate()
+            for proc in workers:
+                proc.join(timeout=5)
+                if proc.is_alive():  # a handler in the cell delayed SIGTERM
+                    proc.kill()
+            pool.shutdown(wait=True)  # its manager thread reaps the dead workers and ends
+        raise
+    pool.shutdown(wait=True)
+
+
+def _ignore_sigint() -> None:
+    """Pool initializer: Ctrl-C is the parent's to handle (it terminates the workers)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Ignore further Ctrl-C while the pool is torn down (main thread only)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class _Tracker:

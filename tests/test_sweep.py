@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 
 import pytest
 import yaml
@@ -276,3 +277,34 @@ def test_the_same_cell_from_grids_with_different_sets_is_refused():
     )
     with pytest.raises(ConfigError, match="two grids with different 'set'"):
         expand(spec)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_ctrl_c_in_a_parallel_sweep_stops_the_workers_and_rerunning_resumes(tmp_path, monkeypatch):
+    import multiprocessing
+
+    spec = _spec({"method": ["central"], "seed": [0, 1, 2, 3, 4, 5]})
+    finished = sweep._Tracker.finished
+
+    def finished_then_ctrl_c(self, cell, summary, wall):
+        finished(self, cell, summary, wall)
+        raise KeyboardInterrupt  # as if Ctrl-C reached the sweep once the first cell ended
+
+    monkeypatch.setattr(sweep._Tracker, "finished", finished_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec, tmp_path, progress=False, plots=False, jobs=2)
+    # The workers are gone. (Their pids, not active_children(): once another test has
+    # loaded a library that reaps child processes, multiprocessing cannot see them end.)
+    assert [p.pid for p in multiprocessing.active_children() if _process_exists(p.pid)] == []
+    done = [c for c in expand(spec) if (tmp_path / c.name / "DONE").exists()]
+    assert 1 <= len(done) < 6  # queued cells were cancelled, not run
+    monkeypatch.setattr(sweep._Tracker, "finished", finished)
+    _, rows = run_sweep(spec, tmp_path, progress=False, plots=False, jobs=2)
+    assert [r["status"] for r in rows] == ["done"] * 6

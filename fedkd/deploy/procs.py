@@ -39,6 +39,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -72,18 +73,27 @@ OPTIONAL_PRELOAD = ("opacus", "flwr_datasets")  # flwr_datasets: ~3 s (partition
 # ----------------------------------------------------------------------------- ServerApp
 
 
+class RunStoppedError(RuntimeError):
+    """The run was stopped (Ctrl-C) while the ServerApp waited for replies."""
+
+
 class FastPollGrid(Grid):
     """A Grid that polls for replies every ``interval`` seconds instead of 3 s.
 
-    The interval defaults to 0.1 s or ``$FEDKD_GRID_POLL_SECONDS``. Everything else is
-    delegated to the Grid Flower hands the ServerApp.
+    The interval defaults to 0.1 s or ``$FEDKD_GRID_POLL_SECONDS``. With a ``stop`` event,
+    waiting for replies raises :class:`RunStoppedError` once it is set, so that a ServerApp thread
+    ends soon after its simulation is interrupted instead of waiting out the round timeout.
+    Everything else is delegated to the Grid Flower hands the ServerApp.
     """
 
-    def __init__(self, grid: Grid, interval: float | None = None) -> None:
+    def __init__(
+        self, grid: Grid, interval: float | None = None, stop: threading.Event | None = None
+    ) -> None:
         self._grid = grid
         if interval is None:
             interval = float(os.environ.get(GRID_POLL_ENV, GRID_POLL_SECONDS))
         self._interval = interval
+        self._stop = stop
 
     def set_run(self, run: Any) -> None:  # noqa: D102 - Grid API
         self._grid.set_run(run)
@@ -120,6 +130,8 @@ class FastPollGrid(Grid):
         end = None if timeout is None else time.monotonic() + timeout
         replies: list[Message] = []
         while pending:
+            if self._stop is not None and self._stop.is_set():
+                raise RunStoppedError("the run was stopped while waiting for client replies")
             if end is None:
                 got = list(self.pull_messages(pending))
             else:

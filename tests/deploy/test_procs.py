@@ -133,3 +133,15 @@ def test_fast_poll_grid_stops_retrying_missing_reply_content_at_the_round_timeou
     assert "timeout or retry limit" in str(replies[0].err)
     assert 0.4 <= elapsed < 3.0
     assert http_grid.pull_objects is original  # the bound holds only inside the call
+
+
+def test_fast_poll_grid_stops_waiting_for_replies_once_the_run_is_stopped() -> None:
+    import threading
+
+    stop = threading.Event()
+    fake = _FakeGrid([0.0, 60.0])
+    grid = procs.FastPollGrid(fake, interval=0.05, stop=stop)
+    threading.Timer(0.2, stop.set).start()
+    with pytest.raises(procs.RunStoppedError, match="stopped"):
+        grid.send_and_receive(["a", "b"], timeout=30)
+    assert fake.pulls >= 1  # it did wait until the stop, then gave up (not at the timeout)
