@@ -34,7 +34,9 @@ def make_server_app(
 
     Setting ``stop`` ends the ServerApp (:class:`~fedkd.deploy.procs.RunStoppedError`) at its
     next wait for client replies: Flower runs it in a non-daemon thread that would otherwise
-    keep an interrupted simulation's process alive until the round timeouts ran out.
+    keep an interrupted simulation's process alive until the round timeouts ran out. With
+    ``stop`` the grid is wrapped in ``FastPollGrid``, so replies are also polled every 0.1 s
+    (``$FEDKD_GRID_POLL_SECONDS``) as in a deployment, not every 3 s.
     """
     app = ServerApp()
 
