@@ -33,6 +33,7 @@ from fedkd.config import Config, ConfigError, from_dict
 from fedkd.data import DataError
 from fedkd.local import RoundTask, local_round
 from fedkd.models import ModelError
+from fedkd.privacy.policy import PolicyError, check_device_delta, check_request, device_policy
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,9 @@ app = ClientApp()
 _STATE_KEY = "fedkd-client"
 USER_ERROR = 100  # Error code of replies caused by a node's data or config, not a crash
 SIMULATED_DROPOUT = 101  # Error code of a simulated dropout (faults.dropout)
+SIMULATED_LOSS = 102  # Error code standing for a reply lost after training (faults.lose_replies)
+POLICY_REFUSAL = 103  # Error code of a request refused by the device's privacy floor
+_DATA_ERROR_REPLY = "its local data failed validation (details in the device's own log)"
 
 
 def codec_for(cfg: Config):
@@ -111,15 +115,54 @@ def _task(msg: Message) -> RoundTask:
         proxy_idx=content[proto.PROXY]["idx"].numpy().astype(np.int64),
         teacher_idx=teacher_idx,
         teacher_probs=teacher_probs,
+        dpsgd_steps=(
+            int(content[proto.CONFIG][proto.DPSGD_STEPS])
+            if proto.DPSGD_STEPS in content[proto.CONFIG]
+            else None
+        ),
     )
 
 
 def _user_error(msg: Message, context: Context, err: Exception) -> Message:
+    """Error reply for a problem the node's operator or the server's config can fix.
+
+    A data error's message can carry facts about the private data (a label, a path, a
+    count), so the server only hears that the data failed; the device logs the detail.
+    """
     ids = context.node_config
     who = ids.get("partition-id", ids.get("client-id", context.node_id))
-    reason = f"node {who}: {err}"
-    logger.error(reason)
-    return Message(Error(code=USER_ERROR, reason=reason), reply_to=msg)
+    logger.error("node %s: %s", who, err)
+    detail = _DATA_ERROR_REPLY if isinstance(err, DataError) else str(err)
+    code = POLICY_REFUSAL if isinstance(err, PolicyError) else USER_ERROR
+    return Message(Error(code=code, reason=f"node {who}: {detail}"), reply_to=msg)
+
+
+def _check_floor(cfg: Config, context: Context, data: ClientData, task: RoundTask):
+    """The device's privacy floor against this request (raises PolicyError)."""
+    policy = device_policy(context.node_config)
+    dpsgd = None
+    if "dpsgd" in cfg.privacy.mechanisms:
+        from fedkd.privacy.client import planned_epsilon
+
+        check_device_delta(cfg.privacy.delta, len(data.y_private))
+        dpsgd = planned_epsilon(cfg, len(data.y_private))
+    check_request(policy, cfg, proxy_rows=len(task.proxy_idx), dpsgd=dpsgd)
+    return policy
+
+
+def _round(msg: Message, context: Context) -> tuple[Config, int, RoundTask, object]:
+    """Parse, check against the floor, train; returns what the reply needs."""
+    cfg = from_dict(json.loads(str(msg.content[proto.CONFIG][proto.RUN_CONFIG])))
+    task = _task(msg)
+    cid, data = _data(cfg, context)
+    policy = _check_floor(cfg, context, data, task)
+    store = _state_dir(cfg, msg.content[proto.CONFIG], context, cid)
+    state = _restore(context, store, task.server_round)
+    result = local_round(cfg, data, cid, task, state, device_budget=policy.max_epsilon)
+    context.state[_STATE_KEY] = ConfigRecord({"blob": result.state.to_bytes()})
+    if store is not None:
+        store.save(result.state)  # saved before the reply leaves: ε never goes back
+    return cfg, cid, task, result
 
 
 @app.train()
@@ -128,21 +171,18 @@ def train(msg: Message, context: Context) -> Message:
     torch.set_num_threads(1)
     try:
         cfg = from_dict(json.loads(str(msg.content[proto.CONFIG][proto.RUN_CONFIG])))
-        task = _task(msg)
+        server_round = int(msg.content[proto.CONFIG][proto.ROUND])
         cid = _client_id(context)
-        if attacks.drops_out(cfg.seed, task.server_round, cid, cfg.faults.dropout):
+        if attacks.drops_out(cfg.seed, server_round, cid, cfg.faults.dropout):
             return Message(
                 Error(code=SIMULATED_DROPOUT, reason=f"node {cid}: simulated dropout"), reply_to=msg
             )
-        cid, data = _data(cfg, context)
-        store = _state_dir(cfg, msg.content[proto.CONFIG], context, cid)
-        result = local_round(cfg, data, cid, task, _restore(context, store, task.server_round))
+        cfg, cid, task, result = _round(msg, context)
     except (ConfigError, DataError, ModelError) as err:
         return _user_error(msg, context, err)
-    blob = result.state.to_bytes()
-    context.state[_STATE_KEY] = ConfigRecord({"blob": blob})
-    if store is not None:
-        store.save(result.state)
+    if attacks.drops_out(cfg.seed, task.server_round, cid, cfg.faults.lose_replies, tag=0x105E):
+        # Trained and saved, then the reply never reaches the server.
+        return Message(Error(code=SIMULATED_LOSS, reason=f"node {cid}: reply lost"), reply_to=msg)
     probs = result.probs
     f = cfg.faults
     if f.adversarial_fraction > 0 and cid in attacks.adversaries(

@@ -51,9 +51,12 @@ def attack_rng(seed: int, server_round: int, client_id: int) -> np.random.Genera
     return np.random.default_rng(derive_seed(seed, server_round, client_id, _ATTACK))
 
 
-def drops_out(seed: int, server_round: int, client_id: int, rate: float) -> bool:
-    """Whether a sampled client fails this round (independent, seeded)."""
+def drops_out(
+    seed: int, server_round: int, client_id: int, rate: float, tag: int = _DROPOUT
+) -> bool:
+    """Whether a sampled client fails this round (independent, seeded; ``tag`` names the
+    kind of fault so that dropouts and lost replies are drawn independently)."""
     if rate <= 0:
         return False
-    rng = np.random.default_rng(derive_seed(seed, server_round, client_id, _DROPOUT))
+    rng = np.random.default_rng(derive_seed(seed, server_round, client_id, tag))
     return bool(rng.random() < rate)

@@ -84,7 +84,7 @@ class DPSGDConfig:
     noise_multiplier: float | None = None
     target_epsilon: float | None = None  # calibrates the noise once for the whole run
     max_grad_norm: float = 1.0
-    accountant: str = "prv"  # prv | rdp
+    accountant: str = "pld"  # the only one: replace-one with Poisson sampling needs PLD
 
 
 @dataclass(frozen=True)
@@ -110,11 +110,31 @@ class PrivacyConfig:
 
     mechanisms: tuple[str, ...] = ()  # any of dpsgd, gaussian, pate (gaussian xor pate)
     delta: float = 1e-5  # example-level delta
-    client_delta: float | None = None  # client-level delta; default 1 / (2 * num_clients)
+    client_delta: float | None = None  # client-level delta; default: privacy.delta
     max_epsilon: float | None = None
+    # Test-only: derive every privacy draw from `seed`. Every ε output then says it is not a
+    # guarantee, and a device with a privacy floor refuses the request.
+    insecure_seeded_noise: bool = False
     dpsgd: DPSGDConfig = field(default_factory=DPSGDConfig)
     gaussian: GaussianConfig = field(default_factory=GaussianConfig)
     pate: PateConfig = field(default_factory=PateConfig)
+
+
+@dataclass(frozen=True)
+class DevicePolicy:
+    """A client's own privacy floor (simulation: this section; devices: their node config).
+
+    The server's request is checked against it before anything is trained or released;
+    the server's copy of this section is never used by a client.
+    """
+
+    require_mechanisms: tuple[str, ...] = ()  # e.g. [dpsgd]: refuse requests without it
+    min_noise_multiplier: float | None = None  # DP-SGD σ at least this
+    max_epsilon: float | None = None  # the run's planned DP-SGD ε at most this; freeze at it
+    max_clip_norm: float | None = None  # DP-SGD max_grad_norm at most this
+    max_delta: float | None = None  # privacy.delta at most this
+    max_proxy_rows: int | None = None  # proxy rows predicted per round at most this
+    allow_insecure_noise: bool = False  # accept privacy.insecure_seeded_noise (tests only)
 
 
 @dataclass(frozen=True)
@@ -125,6 +145,7 @@ class FaultsConfig:
     attack: str = "random"  # random | flip | constant | scale
     attack_scale: float = 10.0
     dropout: float = 0.0  # probability a sampled client fails a round
+    lose_replies: float = 0.0  # probability a client trains, then its reply is lost
 
 
 @dataclass(frozen=True)
@@ -148,6 +169,7 @@ class Config:
     clients: ClientsConfig = field(default_factory=ClientsConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    device: DevicePolicy = field(default_factory=DevicePolicy)
     faults: FaultsConfig = field(default_factory=FaultsConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
@@ -390,8 +412,10 @@ def validate(cfg: Config) -> None:
             "privacy.dpsgd: set exactly one of noise_multiplier and target_epsilon",
         )
         _require(
-            s.accountant in ("prv", "rdp"),
-            f"privacy.dpsgd.accountant must be prv or rdp (never gdp), got '{s.accountant}'",
+            s.accountant == "pld",
+            "privacy.dpsgd.accountant must be pld: ε is accounted under replace-one (dataset "
+            "sizes are published), which only the PLD accountant computes with Poisson "
+            f"sampling; got '{s.accountant}'",
         )
         _require(s.max_grad_norm > 0, "privacy.dpsgd.max_grad_norm must be > 0")
     if "gaussian" in p.mechanisms:
@@ -416,3 +440,22 @@ def validate(cfg: Config) -> None:
         f"faults.attack must be random, flip, constant or scale, got '{f.attack}'",
     )
     _require(0 <= f.dropout < 1, f"faults.dropout must be in [0, 1), got {f.dropout}")
+    _require(
+        0 <= f.lose_replies < 1, f"faults.lose_replies must be in [0, 1), got {f.lose_replies}"
+    )
+    validate_policy(cfg.device, "device")
+
+
+def validate_policy(policy: DevicePolicy, section: str) -> None:
+    """Reject a malformed privacy floor; ``section`` names where it came from."""
+    for name in policy.require_mechanisms:
+        _require(
+            name in _MECHANISMS,
+            f"{section}.require_mechanisms: unknown mechanism '{name}' "
+            "(choose from dpsgd, gaussian, pate)",
+        )
+    for key in ("min_noise_multiplier", "max_epsilon", "max_clip_norm", "max_delta"):
+        value = getattr(policy, key)
+        _require(value is None or value > 0, f"{section}.{key} must be > 0, got {value}")
+    rows = policy.max_proxy_rows
+    _require(rows is None or rows >= 1, f"{section}.max_proxy_rows must be >= 1, got {rows}")

@@ -32,6 +32,7 @@ class RoundTask:
     proxy_idx: np.ndarray  # (M,) rows of the public proxy set to predict
     teacher_idx: np.ndarray | None = None  # (M',) rows the previous teacher labelled
     teacher_probs: np.ndarray | None = None  # (M', C) previous teacher labels
+    dpsgd_steps: int | None = None  # DP-SGD steps the server charged for this round
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ def local_round(
     client_id: int,
     task: RoundTask,
     state: ClientState | None,
+    device_budget: float | None = None,
 ) -> RoundResult:
     """Run digest -> revisit -> predict for one client and return predictions and state.
 
@@ -80,6 +82,9 @@ def local_round(
         The round, the proxy rows to predict and the previous teacher labels.
     state : ClientState or None
         State from the client's last round, or None on its first round.
+    device_budget : float, optional
+        The device's own DP-SGD ε cap (its privacy floor); the client freezes at the smaller
+        of it and ``privacy.max_epsilon``.
     """
     name = client_model_name(cfg, client_id)
     model = build_client_model(
@@ -113,15 +118,17 @@ def local_round(
         )
 
     dpsgd_state = state.dpsgd if state is not None else None
-    revisit_gen = torch.Generator().manual_seed(derive_seed(*seed, _REVISIT))
     extra: dict[str, float] = {}
     if "dpsgd" in cfg.privacy.mechanisms:
-        from fedkd.privacy.client import private_revisit  # Opacus only when asked for
+        from fedkd.privacy.client import RevisitLimits, private_revisit  # Opacus when asked
 
+        budgets = [b for b in (cfg.privacy.max_epsilon, device_budget) if b is not None]
+        limits = RevisitLimits(task.dpsgd_steps, min(budgets) if budgets else None)
         train_loss, dpsgd_state, extra = private_revisit(
-            cfg, net, data, client_id, task.server_round, dpsgd_state, revisit_gen
+            cfg, net, data, client_id, task.server_round, dpsgd_state, limits
         )
     else:
+        revisit_gen = torch.Generator().manual_seed(derive_seed(*seed, _REVISIT))
         train_loss = train_supervised(
             net,
             optimizer,

@@ -30,6 +30,7 @@ METRICS = "metrics"
 ROUND = "server-round"
 RUN_CONFIG = "fedkd-config"
 STATE_DIR = "client-state-dir"
+DPSGD_STEPS = "dpsgd-planned-steps"  # steps the server charged for this client and round
 
 # MetricRecord keys every reply carries
 CLIENT_ID = "client-id"
@@ -57,24 +58,34 @@ def proxy_subset(num_proxy: int, per_round: int, seed: int, server_round: int) -
 
 
 def sample_clients(
-    client_ids: list[int], scheme: str, *, rate: float, size: int, seed: int, server_round: int
+    client_ids: list[int],
+    scheme: str,
+    *,
+    rate: float,
+    size: int,
+    seed: int,
+    server_round: int,
+    rng: np.random.Generator | None = None,
 ) -> list[int]:
     """Clients taking part in a round.
 
-    ``all`` takes everyone; ``poisson`` includes each client independently with
+    ``all`` takes everyone. ``poisson`` includes each client independently with
     probability ``rate`` (the sampling the privacy accountant is told about, so an empty
-    round is possible and is a valid outcome); ``fixed`` draws ``size`` without
-    replacement. Seeded by (seed, round) over the sorted client ids, so a run is
-    reproducible whatever node ids the runtime hands out.
+    round is possible and is a valid outcome); it is a privacy draw, so ``rng`` must be an
+    OS-seeded generator (:func:`fedkd.privacy.entropy.numpy_rng`) and is required.
+    ``fixed`` draws ``size`` without replacement, seeded by (seed, round) over the sorted
+    ids (no privacy amplification is claimed for it).
     """
     ids = sorted(client_ids)
-    rng = np.random.default_rng([seed, server_round, 0x5A])
     if scheme == "all":
         return ids
     if scheme == "poisson":
-        return [cid for cid, keep in zip(ids, rng.random(len(ids)) < rate, strict=True) if keep]
+        if rng is None:
+            raise ValueError("poisson client sampling needs an OS-seeded rng (a privacy draw)")
+        return [cid for cid in ids if rng.random() < rate]
     if scheme == "fixed":
-        chosen = rng.choice(len(ids), size=min(size, len(ids)), replace=False)
+        seeded = np.random.default_rng([seed, server_round, 0x5A])
+        chosen = seeded.choice(len(ids), size=min(size, len(ids)), replace=False)
         return sorted(ids[i] for i in chosen)
     raise ValueError(f"unknown sampling scheme '{scheme}'")
 

@@ -20,6 +20,7 @@ _DPSGD_KEYS = (
     "dpsgd-noise",
     "dpsgd-sample-rate",
     "dpsgd-population",
+    "dpsgd-steps-total",
 )
 
 

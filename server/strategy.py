@@ -102,9 +102,16 @@ class DistillStrategy(Strategy):
             if reply.has_error():
                 logger.warning("node %s failed the handshake: %s", src, reply.error.reason)
                 continue
-            cid = int(reply.content[proto.METRICS][proto.CLIENT_ID])
+            metrics = reply.content[proto.METRICS]
+            cid = int(metrics[proto.CLIENT_ID])
             self.nodes[cid] = src
+            self.mechanism.sizes[cid] = int(metrics[proto.NUM_EXAMPLES])
         logger.info("%d clients ready: ids %s", len(self.nodes), sorted(self.nodes))
+        if self.cfg.privacy.mechanisms:
+            from fedkd.privacy.checks import check_privacy_config
+
+            # Every entry point refuses δ >= 1/N, flwr run and deployments included.
+            check_privacy_config(self.cfg, [self.mechanism.sizes[c] for c in sorted(self.nodes)])
         return self.nodes
 
     def _validate(
@@ -123,9 +130,8 @@ class DistillStrategy(Strategy):
         metrics = dict(content[proto.METRICS])
         cid, probs = decode_reply(arrays, metrics, self.codec, num_rows, num_classes)
         if cid not in self.nodes or self.nodes[cid] != reply.metadata.src_node_id:
-            raise ReplyError(
-                f"client-id {cid} does not belong to node {reply.metadata.src_node_id}"
-            )
+            raise ReplyError(f"client-id {cid} does not belong to the node that replied")
+        self.mechanism.reconcile_dpsgd(self._round["round"], cid, metrics)
         self.mechanism.check_client_epsilon(cid, metrics)
         return cid, probs, metrics
 
@@ -150,8 +156,10 @@ class DistillStrategy(Strategy):
             size=c.sample_size,
             seed=self.cfg.seed,
             server_round=rnd,
+            rng=self.mechanism.rng(rnd, 0x5A),  # a privacy draw under Poisson sampling
         )
         self.mechanism.check_budget(rnd, len(self.nodes))  # raises BudgetReached
+        charged = self.mechanism.charge_dpsgd(rnd, chosen)  # before anything is sent
         idx = proto.proxy_subset(
             len(self.splits.x_proxy), self.cfg.distill.proxy_per_round, self.cfg.seed, rnd
         )
@@ -166,6 +174,10 @@ class DistillStrategy(Strategy):
         down = 0
         for cid in chosen:
             content = RecordDict(dict(records))
+            if cid in charged:
+                config_items = dict(self._base_config(rnd))
+                config_items[proto.DPSGD_STEPS] = charged[cid]
+                content[proto.CONFIG] = ConfigRecord(config_items)
             down += proto.record_dict_bytes(content.values())
             messages.append(Message(content, dst_node_id=self.nodes[cid], message_type=proto.TRAIN))
         self._round["bytes_down"] = down
@@ -180,16 +192,23 @@ class DistillStrategy(Strategy):
         num_classes = int(self.splits.num_classes)
         accepted: list[tuple[int, np.ndarray, float, dict[str, Any]]] = []
         bytes_up, dropped = {}, 0
+        # Under Poisson client sampling, who took part is secret (the accountant's
+        # amplification assumes it): nothing published names a participant.
+        secret = self.cfg.clients.sampling == "poisson"
         for reply in replies:
-            src = reply.metadata.src_node_id
+            src = "(withheld)" if secret else reply.metadata.src_node_id
             if reply.has_error():
                 dropped += 1
                 reason = (reply.error.reason or "").strip().splitlines() or [str(reply.error.code)]
-                logger.warning(
-                    "round %d: node %s replied with an error: %s", info["round"], src, reason[-1]
-                )
+                if not secret:
+                    logger.warning(
+                        "round %d: node %s replied with an error: %s",
+                        info["round"],
+                        src,
+                        reason[-1],
+                    )
                 continue
-            bytes_up[src] = proto.record_dict_bytes(reply.content.values())
+            bytes_up[reply.metadata.src_node_id] = proto.record_dict_bytes(reply.content.values())
             try:
                 cid, probs, metrics = self._validate(reply, len(idx), num_classes)
             except ReplyError as err:
@@ -204,10 +223,15 @@ class DistillStrategy(Strategy):
             "dropped": dropped,
             "bytes_up": int(sum(bytes_up.values())),
             "bytes_down": int(info["bytes_down"]),
-            "bytes_up_per_client": {str(k): v for k, v in sorted(bytes_up.items())},
         }
+        if secret:
+            if dropped:
+                logger.warning(
+                    "round %d: %d replies dropped (senders withheld)", info["round"], dropped
+                )
+        else:
+            row["bytes_up_per_client"] = {str(k): v for k, v in sorted(bytes_up.items())}
         teacher_record: ArrayRecord | None = None
-        self.mechanism.record_client_releases(info["round"], [m for *_, m in accepted])
         # The central Gaussian mechanism releases every round, even with no valid reply
         # (pure noise): skipping would make the release depend on who took part.
         always = self.mechanism.releases_every_round

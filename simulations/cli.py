@@ -64,9 +64,14 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         f"final student accuracy {summary['student_accuracy']:.4f} after "
         f"{summary['rounds_completed']} rounds ({summary['seconds']:.1f} s); results in {out}"
     )
-    eps = {k: v for k, v in summary.items() if k.startswith("epsilon")}
+    eps = {k: v for k, v in summary.items() if k in ("epsilon_example", "epsilon_client")}
     if eps:
         line += "; " + ", ".join(f"{k} {v:.3f}" for k, v in eps.items())
+        line += f" ({summary.get('accountant', 'pld')}, replace-one)"
+        if not summary.get("epsilon_guarantee", True):
+            from fedkd.privacy.entropy import INSECURE_NOTE
+
+            line += f"; {INSECURE_NOTE}"
     if summary.get("stopped"):
         line += f"; {summary['stopped']}"
     sys.stdout.write(line + "\n")

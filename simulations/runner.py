@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +42,31 @@ def simulate(cfg: Config, out: str | Path, *, resume: bool = False) -> dict[str,
     set_offline_env()
     run = prepare(out, cfg, resume=resume)
     state_dir = str(run.path / "clients")
-    if cfg.runtime.backend == "inprocess":
-        return _simulate_inprocess(cfg, run, state_dir)
-    return _simulate_ray(cfg, run, state_dir)
+    with device_floor(cfg):
+        if cfg.runtime.backend == "inprocess":
+            return _simulate_inprocess(cfg, run, state_dir)
+        return _simulate_ray(cfg, run, state_dir)
+
+
+@contextlib.contextmanager
+def device_floor(cfg: Config) -> Iterator[None]:
+    """Hand the config's ``device`` section to the simulated clients, for this run only.
+
+    It travels through the process environment (Ray workers inherit it), never through the
+    server's messages, whose copy of the section the clients ignore.
+    """
+    from fedkd.config import to_dict
+    from fedkd.privacy.policy import ENV_VAR
+
+    old = os.environ.get(ENV_VAR)
+    os.environ[ENV_VAR] = json.dumps(to_dict(cfg)["device"])
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(ENV_VAR, None)
+        else:
+            os.environ[ENV_VAR] = old
 
 
 def _simulate_inprocess(cfg: Config, run: RunDir, state_dir: str) -> dict[str, Any]:
@@ -57,8 +82,6 @@ def _simulate_inprocess(cfg: Config, run: RunDir, state_dir: str) -> dict[str, A
 
 
 def _simulate_ray(cfg: Config, run: RunDir, state_dir: str) -> dict[str, Any]:
-    import json
-
     from flwr.simulation import run_simulation
 
     from client.app import app as client_app

@@ -8,11 +8,11 @@ written into the existing keys:
   (example level, δ = ``privacy.delta``; fedkd and the baseline calibrate σ themselves).
 * ``fedkd`` + ``gaussian``: ``privacy.gaussian.noise_multiplier`` so that ``rounds``
   Poisson-subsampled Gaussian releases (rate ``clients.sample_rate`` with Poisson sampling,
-  else 1) reach ε by RDP at the client-level δ.
+  else 1) reach ε by fedkd's enforced accountant (PLD, replace-one) at the client-level δ.
 * ``fedkd`` + ``pate``: ``privacy.pate.sigma`` (and ``sigma_threshold`` when a threshold is
-  set, equal to it) for the worst case in which every query of every round is checked and
-  answered: ``rounds × queries`` GNMax releases with noise multiplier σ/√2 (sensitivity
-  √2) plus as many threshold checks with σ (see :mod:`fedkd.privacy.accounting`).
+  set, equal to it) for ``rounds`` rounds charged as the run charges them: one release per
+  round over ``distill.proxy_per_round`` queries, GNMax on every query plus every
+  threshold check (see :mod:`fedkd.privacy.accounting`).
 * ``dp-fedavg``: ``privacy.gaussian.noise_multiplier`` so that ``rounds`` Gaussian releases
   *without* sampling amplification reach ε (the only accounted mode of Flower's fixed
   clipping wrapper), checked with Flower's ``RdpAccountant`` itself.
@@ -27,8 +27,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from fedkd.config import ConfigError
-
-_SQRT2 = math.sqrt(2.0)
 
 
 def _get(raw: Mapping[str, Any], dotted: str, default: Any = None) -> Any:
@@ -64,42 +62,48 @@ def _search(eps_of: Callable[[float], float], target: float) -> float:
     return hi
 
 
-def _rdp_eps(parts: list[tuple[float, float, int]], delta: float) -> float:
-    """ε by RDP of composed ``(z, q, count)`` sampled-Gaussian components (fedkd's orders)."""
-    import numpy as np
-    from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
-
-    from fedkd.privacy.accounting import DEFAULT_ORDERS
-
-    orders = list(DEFAULT_ORDERS)
-    total = np.zeros(len(orders))
-    for z, q, count in parts:
-        total += np.asarray(compute_rdp(q=q, noise_multiplier=z, steps=count, orders=orders))
-    eps, _ = get_privacy_spent(orders=orders, rdp=total, delta=delta)
-    return float(eps)
-
-
 def client_delta(raw: Mapping[str, Any]) -> float:
     """The client-level δ the run will report (``privacy.client_delta``, else ``delta``)."""
     value = _get(raw, "privacy.client_delta")
     return float(value if value is not None else _get(raw, "privacy.delta", 1e-5))
 
 
+def _fedkd_eps(release: Any, rounds: int, delta: float) -> float:
+    """ε by fedkd's enforced accountant of ``rounds`` copies of one round's release."""
+    from dataclasses import replace
+
+    from fedkd.privacy.accounting import epsilon
+
+    return epsilon([replace(release, round=r) for r in range(rounds)], delta)
+
+
 def gaussian_sigma(epsilon: float, delta: float, rounds: int, sample_rate: float) -> float:
     """σ of fedkd's central Gaussian mechanism for ``rounds`` releases at rate q."""
-    return _search(lambda z: _rdp_eps([(z, sample_rate, rounds)], delta), epsilon)
+    from fedkd.privacy.gaussian import release_for_round
+
+    return _search(
+        lambda z: _fedkd_eps(release_for_round(0, z, sample_rate, 2), rounds, delta), epsilon
+    )
 
 
 def pate_sigma(
-    epsilon: float, delta: float, queries: int, sample_rate: float, threshold: bool
+    epsilon: float, delta: float, rounds: int, queries: int, sample_rate: float, threshold: bool
 ) -> float:
-    """σ (= σ2 = σ1) of PATE for ``queries`` queries, all answered (worst case)."""
+    """σ (= σ2 = σ1) of PATE for ``rounds`` rounds of ``queries`` queries each, as charged
+    (GNMax on every query, plus every threshold check)."""
+    from fedkd.privacy.gnmax import release_for_round
 
     def eps_of(s: float) -> float:
-        parts = [(s / _SQRT2, sample_rate, queries)]
-        if threshold:
-            parts.append((s, sample_rate, queries))
-        return _rdp_eps(parts, delta)
+        release = release_for_round(
+            0,
+            s,
+            queries,
+            2,
+            sigma1=s if threshold else None,
+            checked=queries if threshold else 0,
+            sample_rate=sample_rate,
+        )
+        return _fedkd_eps(release, rounds, delta)
 
     return _search(eps_of, epsilon)
 
@@ -188,7 +192,7 @@ def apply_epsilon(method: str, raw: dict[str, Any], epsilon: float) -> dict[str,
                 raise ConfigError(
                     "epsilon for pate needs distill.proxy_per_round > 0 (queries per round)"
                 )
-            sigma = pate_sigma(epsilon, client_delta(raw), rounds * per_round, q, threshold)
+            sigma = pate_sigma(epsilon, client_delta(raw), rounds, per_round, q, threshold)
             _set(raw, "privacy.pate.sigma", sigma)
             if threshold:
                 _set(raw, "privacy.pate.sigma_threshold", sigma)

@@ -76,9 +76,7 @@ def dpsgd_noise(cfg: Config, num_examples: int, steps: int) -> float:
             "central-dpsgd needs privacy.dpsgd.target_epsilon or privacy.dpsgd.noise_multiplier"
         )
     q = sample_rate_for(num_examples, cfg.clients.batch_size)
-    return noise_for_target_epsilon(
-        s.target_epsilon, cfg.privacy.delta, q, steps, accountant=s.accountant
-    )
+    return noise_for_target_epsilon(s.target_epsilon, cfg.privacy.delta, q, steps)
 
 
 def run_central_dpsgd(cfg: Config, out: str | Path) -> dict[str, Any]:
@@ -115,12 +113,15 @@ def run_central_dpsgd(cfg: Config, out: str | Path) -> dict[str, Any]:
         noise_multiplier=sigma,
         max_grad_norm=s.max_grad_norm,
         sample_rate=sample_rate_for(n, batch),
-        accountant=s.accountant,
     )
     logger.info("central-dpsgd: n=%d, B=%d, %d steps, sigma=%.4f", n, batch, steps, sigma)
     rec = open_run(cfg, out, "central-dpsgd")
     x, y = torch.from_numpy(data.x_private), torch.from_numpy(data.y_private)
-    gen = generator(cfg.seed, 12)
+    from fedkd.privacy.entropy import torch_generator
+
+    # A privacy draw: OS-seeded (derived from seed only under privacy.insecure_seeded_noise).
+    insecure = (cfg.seed, 12) if cfg.privacy.insecure_seeded_noise else None
+    gen = torch_generator(insecure)
     for epoch in range(1, cfg.rounds + 1):
         model.train()  # Opacus validates a model in training mode
         _, state = dp_train(
@@ -136,4 +137,4 @@ def run_central_dpsgd(cfg: Config, out: str | Path) -> dict[str, Any]:
                 "delta_example": cfg.privacy.delta,
             }
         )
-    return rec.finish({"noise_multiplier": sigma, "accountant": s.accountant})
+    return rec.finish({"noise_multiplier": sigma, "accountant": "pld (replace-one)"})

@@ -1,36 +1,45 @@
-"""Privacy accounting recomputed from the ledger (RDP, PLD, PRV; never GDP).
+"""Privacy accounting recomputed from the ledger (PLD enforced; RDP and PRV as cross-checks).
 
-Every release in the ledger is reduced to one or more *equivalent sampled Gaussian
-components* ``(z, q, count)``: ``count`` compositions of a Poisson-subsampled Gaussian
-mechanism with sampling rate ``q`` and noise multiplier ``z`` (noise standard deviation
-divided by the L2 sensitivity), under the add/remove-one neighbouring relation.
+Every release in the ledger is reduced to *sampled Gaussian components*
+``(z, q, count, relation)``: ``count`` compositions of a Gaussian mechanism with noise
+multiplier ``z``, Poisson-subsampled at rate ``q`` (q = 1: no subsampling), analysed under
+the neighbouring ``relation`` the release was recorded with.
 
-* ``dpsgd``: ``(σ, q, steps)``: Opacus DP-SGD, sensitivity = the clipping norm C,
-  noise σC (Abadi et al. 2016).
-* ``gaussian``: ``(σ, q, steps)``: the client's whole prediction matrix is clipped to
-  Frobenius norm S and the server adds N(0, σ²S²) to the sum; adding or removing one client
-  moves the sum by at most S.
-* ``pate``: the vote histogram with GNMax noise σ2 has L2 sensitivity √2 (one teacher's
-  vote moves from one class to another), so GNMax ≡ Gaussian with noise multiplier
-  ``σ2/√2``, charged once per answered query: RDP(α) = α/σ2². The Confident-GNMax threshold
-  check (max count + N(0, σ1²)) has sensitivity 1, so it ≡ Gaussian with noise multiplier
-  ``σ1``, charged once per checked query: RDP(α) = α/(2σ1²). These are the data-independent
-  bounds of Papernot et al. 2018, "Scalable Private Learning with PATE", ICLR 2018
-  (Proposition 8; reference code ``tensorflow/privacy/research/pate_2018/core.py``:
-  ``rdp_data_independent_gaussian(σ, α) = α/σ²`` and the threshold check computed as the
-  same function at ``σ1·√2``). The same equivalences feed the RDP, PLD and PRV accountants,
-  so the three are consistent by construction. With ``q < 1`` the sampled-Gaussian
-  analysis is the add/remove-one-client one, under which the histogram's sensitivity is 1
-  ≤ √2, so charging √2 stays conservative.
+Neighbouring relations, in ``dp_accounting``'s convention (``NeighboringRelation``):
 
-  Charging σ2 only for *answered* queries follows the paper: whether a query is answered is
-  the output of the (charged) threshold mechanism, so the number of GNMax charges depends
-  only on released outputs. Strictly, a data-dependent number of compositions is covered by
-  a privacy filter (Feldman & Zrnic 2021): the guarantee of a run is its pre-set budget,
-  enforced with :func:`would_exceed` before each round. For a fully data-independent charge,
-  record ``steps = threshold_checks``.
+* ``add_remove``: one record added or removed; ``z`` = noise std / the L2 distance one
+  record can move the released statistic.
+* ``replace_one``: one record replaced by another; ``z`` = noise std / the L2 norm bound of
+  one record's contribution, so a replacement moves the statistic by up to ``2/z`` noise
+  standard deviations (``dp_accounting.pld`` REPLACE adjacency: μ(x + s) against
+  μ(x − s)). fedkd records every release under ``replace_one`` because what it publishes
+  (dataset sizes in replies and the ledger, the number of clients) would let an adversary
+  tell add from remove (see docs/privacy.md).
 
-The data-dependent PATE analysis (smooth sensitivity) is deliberately not implemented here.
+Mechanisms:
+
+* ``dpsgd``: ``(σ, q, steps)``; one example's clipped gradient has norm ≤ C and the noise
+  is σC (Abadi et al. 2016).
+* ``gaussian``: ``(σ, q, 1)`` per round; one client's prediction matrix is clipped to
+  Frobenius norm S and the sum gets N(0, σ²S²).
+* ``pate``: ONE component per round, because every query of a round shares the round's
+  client sample: the round's GNMax answers (noise σ2 on vote counts) and threshold checks
+  (noise σ1 on the max count) form one Gaussian mechanism on the concatenated statistics.
+  One teacher's vote is a one-hot vector per query (norm 1) and moves a max count by ≤ 1.
+  With q < 1 the per-teacher norm bound gives ``1/z² = a/σ2² + c/σ1²`` (a GNMax-charged
+  queries, c checked queries). With q = 1 the relation's exact sensitivity is used: a
+  replaced vote moves the histogram by √2, the max count by 1, so ``(2/z)² = 2a/σ2² +
+  c/σ1²``; under add/remove ``1/z² = 2a/σ2² + c/σ1²`` (√2 kept, conservative). Papernot et
+  al. 2018, "Scalable Private Learning with PATE" (ICLR), Proposition 8, give the per-query
+  data-independent bounds these reduce to. Confident-GNMax is charged GNMax noise on every
+  *checked* query (a = c), not only the answered ones: the count of answered queries is
+  data-dependent, and charging it would need a privacy-filter argument.
+
+Accountants: ``pld`` (``dp_accounting.pld.PLDAccountant``, pessimistic estimate, both
+relations) is the one every run enforces and prints. ``rdp`` (Mironov et al. 2019, via
+``opacus.accountants.analysis.rdp``) and ``prv`` (Opacus) support add/remove only; under
+``replace_one`` they apply where q = 1 (a plain Gaussian with sensitivity 2/z) and return
+``None`` otherwise. GDP is refused: it can under-state ε.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -57,60 +67,59 @@ DEFAULT_ORDERS: tuple[float, ...] = tuple(
     + [64.0, 80.0, 96.0, 128.0, 160.0, 192.0, 256.0, 384.0, 512.0, 768.0, 1024.0]
 )
 
-ACCOUNTANTS: tuple[str, ...] = ("rdp", "pld", "prv")
+ENFORCED = "pld"  # the accountant behind every printed ε and every budget check
+ACCOUNTANTS: tuple[str, ...] = ("pld", "rdp", "prv")
 _GDP_REFUSAL = "the GDP accountant can under-state ε; not allowed for reported numbers"
+PLD_INTERVAL = 1e-4  # value discretisation of the enforced PLD accountant
 
-GaussianComponent = tuple[float, float, int]
+Component = tuple[float, float, int, str]  # (z, q, count, relation)
 
 
 # --------------------------------------------------------------------------- equivalences
 
 
-def equivalent_gaussian_components(release: Release) -> tuple[GaussianComponent, ...]:
-    """Reduce a release to Poisson-subsampled Gaussian components ``(z, q, count)``.
+def _pate_noise_multiplier(release: Release) -> float:
+    """z of one PATE round (see the module docstring)."""
+    sigma2, answered = float(release.noise_multiplier), release.steps
+    checked = release.threshold_checks
+    sigma1 = float(release.sigma_threshold) if checked else 1.0
+    if release.sample_rate < 1.0 or release.relation == "add_remove":
+        scale = 2.0 if release.relation == "add_remove" else 1.0
+        inverse_sq = scale * answered / sigma2**2 + checked / sigma1**2
+    else:  # replace_one without subsampling: exact sensitivity, (2/z)^2 = |Δ|^2
+        inverse_sq = (2.0 * answered / sigma2**2 + checked / sigma1**2) / 4.0
+    return 1.0 / math.sqrt(inverse_sq)
 
-    Parameters
-    ----------
-    release : Release
-        One ledger entry.
 
-    Returns
-    -------
-    tuple of (float, float, int)
-        ``(noise_multiplier, sample_rate, count)`` triples with ``count > 0``; empty if the
-        release charged nothing (e.g. a PATE round with no query answered or checked).
+def components_of(release: Release) -> tuple[Component, ...]:
+    """Reduce a release to sampled Gaussian components ``(z, q, count, relation)``.
 
-    Notes
-    -----
-    ``dpsgd`` and ``gaussian``: ``(σ, q, steps)``. ``pate``: ``(σ2/√2, q, answered)`` for
-    GNMax (sensitivity √2) and ``(σ1, q, checked)`` for the threshold check (sensitivity 1);
-    see the module docstring and Papernot et al. 2018.
+    Returns an empty tuple when the release charged nothing (a PATE round with no query).
     """
     q = float(release.sample_rate)
     if release.mechanism in ("dpsgd", "gaussian"):
-        parts = [(float(release.noise_multiplier), q, release.steps)]
-    elif release.mechanism == "pate":
-        parts = [(float(release.noise_multiplier) / math.sqrt(2.0), q, release.steps)]
-        if release.threshold_checks > 0:
-            assert release.sigma_threshold is not None  # guaranteed by Release validation
-            parts.append((float(release.sigma_threshold), q, release.threshold_checks))
-    else:  # pragma: no cover - Release validation rejects other mechanisms
-        raise ValueError(f"unknown mechanism {release.mechanism!r}")
-    return tuple((z, rate, int(n)) for z, rate, n in parts if n > 0)
+        if release.steps == 0:
+            return ()
+        return ((float(release.noise_multiplier), q, int(release.steps), release.relation),)
+    if release.mechanism == "pate":
+        if release.steps == 0 and release.threshold_checks == 0:
+            return ()
+        return ((_pate_noise_multiplier(release), q, 1, release.relation),)
+    raise ValueError(f"unknown mechanism {release.mechanism!r}")  # pragma: no cover
 
 
-def _components(releases: Sequence[Release]) -> list[GaussianComponent]:
-    """All components of one subject's releases, identical ``(z, q)`` pairs merged.
+def _components(releases: Sequence[Release]) -> tuple[Component, ...]:
+    """All components of one subject's releases, identical ``(z, q, relation)`` merged.
 
-    Composition is commutative, so merging counts changes nothing but the run time (a
-    ledger keeps one entry per round; the accountants need one term per distinct (z, q)).
+    Composition is commutative, so merging counts changes nothing but the run time. The
+    result is sorted, so equal histories give equal (cacheable) keys.
     """
     _single_subject(releases)
-    counts: dict[tuple[float, float], int] = {}
+    counts: dict[tuple[float, float, str], int] = {}
     for release in releases:
-        for z, q, count in equivalent_gaussian_components(release):
-            counts[(z, q)] = counts.get((z, q), 0) + count
-    return [(z, q, count) for (z, q), count in counts.items()]
+        for z, q, count, relation in components_of(release):
+            counts[(z, q, relation)] = counts.get((z, q, relation), 0) + count
+    return tuple(sorted((z, q, n, rel) for (z, q, rel), n in counts.items()))
 
 
 def _single_subject(releases: Sequence[Release]) -> None:
@@ -120,9 +129,9 @@ def _single_subject(releases: Sequence[Release]) -> None:
             f"ε is per subject; these releases mix subjects {sorted(subjects)} "
             "(group them with PrivacyLedger.for_subject, or use report/would_exceed)"
         )
-    scopes = {r.scope for r in releases}
-    if len(scopes) > 1:  # pragma: no cover - one subject never has two scopes in practice
-        raise ValueError(f"releases mix scopes {sorted(scopes)}")
+    relations = {r.relation for r in releases}
+    if len(relations) > 1:
+        raise ValueError(f"one subject's releases mix neighbouring relations {sorted(relations)}")
 
 
 def _check_delta_range(delta: float) -> None:
@@ -130,158 +139,143 @@ def _check_delta_range(delta: float) -> None:
         raise ValueError(f"delta must be in (0, 1), got {delta!r}")
 
 
+def _add_remove_view(components: Sequence[Component]) -> list[tuple[float, float, int]] | None:
+    """Components as add/remove ``(z, q, count)``; None if one is replace-one with q < 1.
+
+    A replace-one component without subsampling is a plain Gaussian whose sensitivity is
+    twice the per-record bound: add/remove noise multiplier z/2.
+    """
+    out = []
+    for z, q, count, relation in components:
+        if relation == "add_remove":
+            out.append((z, q, count))
+        elif q >= 1.0:
+            out.append((z / 2.0, 1.0, count))
+        else:
+            return None
+    return out
+
+
 # --------------------------------------------------------------------------- accountants
 
 
-def rdp_epsilon(
-    releases: Sequence[Release], delta: float, orders: Sequence[float] | None = None
+def pld_epsilon(
+    releases: Sequence[Release], delta: float, value_discretization_interval: float = PLD_INTERVAL
 ) -> float:
-    """ε of one subject's releases by Rényi-DP composition.
+    """ε of one subject's releases with ``dp_accounting``'s PLD accountant (enforced).
 
-    Parameters
-    ----------
-    releases : sequence of Release
-        Releases about a single subject.
-    delta : float
-        Target δ in (0, 1).
-    orders : sequence of float, optional
-        RDP orders α > 1; default :data:`DEFAULT_ORDERS`.
+    Each component becomes ``SelfComposedDpEvent(PoissonSampledDpEvent(q,
+    GaussianDpEvent(z)), count)`` (plain ``GaussianDpEvent(z)`` when q = 1), composed by
+    ``PLDAccountant(neighboring_relation)`` of the releases' relation.
 
     Returns
     -------
     float
         ε at ``delta``; 0.0 for an empty history.
+    """
+    _check_delta_range(delta)
+    components = _components(releases)
+    if not components:
+        return 0.0
+    return _pld_cached(components, float(delta), float(value_discretization_interval))
 
-    Notes
-    -----
-    Sampled-Gaussian RDP from Mironov et al. 2019 via
-    ``opacus.accountants.analysis.rdp.compute_rdp``; PATE components use the equivalences of
-    :func:`equivalent_gaussian_components` (for q = 1, ``compute_rdp`` is exactly
-    α/(2z²), i.e. α/σ2² for GNMax and α/(2σ1²) for the threshold check, Papernot et al.
-    2018). RDP curves add up; conversion to (ε, δ) by Balle et al. 2020 (Theorem 21 of
-    arXiv:1905.09982) in ``get_privacy_spent``.
+
+@functools.lru_cache(maxsize=4096)
+def _pld_cached(components: tuple[Component, ...], delta: float, interval: float) -> float:
+    from dp_accounting import dp_event
+    from dp_accounting.pld import PLDAccountant
+    from dp_accounting.privacy_accountant import NeighboringRelation
+
+    relation = {
+        "add_remove": NeighboringRelation.ADD_OR_REMOVE_ONE,
+        "replace_one": NeighboringRelation.REPLACE_ONE,
+    }[components[0][3]]
+    events = []
+    for z, q, count, _ in components:
+        inner: Any = dp_event.GaussianDpEvent(z)
+        if q < 1.0:
+            inner = dp_event.PoissonSampledDpEvent(q, inner)
+        events.append(dp_event.SelfComposedDpEvent(inner, count))
+    accountant = PLDAccountant(
+        neighboring_relation=relation, value_discretization_interval=interval
+    )
+    accountant.compose(dp_event.ComposedDpEvent(events))
+    return float(accountant.get_epsilon(delta))
+
+
+def rdp_epsilon(
+    releases: Sequence[Release], delta: float, orders: Sequence[float] | None = None
+) -> float | None:
+    """ε of one subject's releases by Rényi-DP composition (cross-check).
+
+    Sampled-Gaussian RDP of Mironov et al. 2019 via ``opacus.accountants.analysis.rdp``;
+    conversion to (ε, δ) by Balle et al. 2020 (Theorem 21 of arXiv:1905.09982). Returns
+    ``None`` when a component is replace-one with q < 1 (no RDP bound implemented for it),
+    0.0 for an empty history.
     """
     from opacus.accountants.analysis.rdp import get_privacy_spent
 
     _check_delta_range(delta)
-    if not _components(releases):
+    components = _components(releases)
+    if not components:
         return 0.0
-    alphas = list(DEFAULT_ORDERS if orders is None else orders)
-    total = rdp_curve(releases, alphas)
-    eps, best_order = get_privacy_spent(orders=alphas, rdp=total, delta=delta)
-    logger.debug("rdp_epsilon: eps=%s at order %s", eps, best_order)
-    return float(eps)
-
-
-def rdp_curve(releases: Sequence[Release], orders: Sequence[float] | None = None) -> np.ndarray:
-    """Composed RDP ε(α) of one subject's releases at each order (for inspection and tests)."""
+    view = _add_remove_view(components)
+    if view is None:
+        return None
     alphas = tuple(float(a) for a in (DEFAULT_ORDERS if orders is None else orders))
     total = np.zeros(len(alphas))
-    for z, q, count in _components(releases):
+    for z, q, count in view:
         total += count * np.asarray(_unit_rdp(z, q, alphas))
-    return total
+    eps, _ = get_privacy_spent(orders=list(alphas), rdp=total, delta=delta)
+    return float(eps)
 
 
 @functools.lru_cache(maxsize=512)
 def _unit_rdp(z: float, q: float, orders: tuple[float, ...]) -> tuple[float, ...]:
-    """RDP of ONE Poisson-subsampled Gaussian step at each order (cached: it is pure).
-
-    ``compute_rdp`` is linear in the number of steps, so ``count * _unit_rdp`` is exact.
-    """
+    """RDP of ONE add/remove Poisson-subsampled Gaussian step at each order (pure, cached)."""
     from opacus.accountants.analysis.rdp import compute_rdp
 
     values = compute_rdp(q=q, noise_multiplier=z, steps=1, orders=list(orders))
     return tuple(float(v) for v in values)
 
 
-def pld_epsilon(
-    releases: Sequence[Release], delta: float, value_discretization_interval: float = 1e-4
-) -> float:
-    """ε of one subject's releases with Google's privacy-loss-distribution accountant.
-
-    Each component ``(z, q, count)`` becomes
-    ``SelfComposedDpEvent(PoissonSampledDpEvent(q, GaussianDpEvent(z)), count)`` (plain
-    ``GaussianDpEvent(z)`` when q = 1), all composed in a ``ComposedDpEvent`` and evaluated
-    by ``dp_accounting.pld.PLDAccountant`` (add/remove-one neighbours).
-
-    Parameters
-    ----------
-    releases : sequence of Release
-        Releases about a single subject.
-    delta : float
-        Target δ in (0, 1).
-    value_discretization_interval : float
-        PLD discretisation; smaller is tighter and slower.
-
-    Returns
-    -------
-    float
-        ε at ``delta``; 0.0 for an empty history.
-    """
-    from dp_accounting import dp_event
-    from dp_accounting.pld import PLDAccountant
-
-    _check_delta_range(delta)
-    components = _components(releases)
-    if not components:
-        return 0.0
-    events = []
-    for z, q, count in components:
-        inner: Any = dp_event.GaussianDpEvent(z)
-        if q < 1.0:
-            inner = dp_event.PoissonSampledDpEvent(q, inner)
-        events.append(dp_event.SelfComposedDpEvent(inner, count))
-    accountant = PLDAccountant(value_discretization_interval=value_discretization_interval)
-    accountant.compose(dp_event.ComposedDpEvent(events))
-    return float(accountant.get_epsilon(delta))
-
-
-def prv_epsilon(releases: Sequence[Release], delta: float, eps_error: float = 0.01) -> float:
-    """ε of one subject's releases with Opacus' PRV accountant (upper estimate).
-
-    The components become the accountant's history ``[(z, q, count), ...]``; the returned
-    value is PRV's upper bound, about ``eps_error`` above the PLD value.
-    """
+def prv_epsilon(releases: Sequence[Release], delta: float, eps_error: float = 0.01) -> float | None:
+    """ε with Opacus' PRV accountant (upper estimate; cross-check). ``None`` as for RDP."""
     from opacus.accountants import PRVAccountant
 
     _check_delta_range(delta)
     components = _components(releases)
     if not components:
         return 0.0
+    view = _add_remove_view(components)
+    if view is None:
+        return None
     accountant = PRVAccountant()
-    accountant.history = [(z, q, count) for z, q, count in components]
-    return float(accountant.get_epsilon(delta=delta, eps_error=eps_error))
+    accountant.history = list(view)
+    with warnings.catch_warnings():
+        # Opacus' PRV takes log(0) at q = 1 on its way to a finite answer.
+        warnings.filterwarnings("ignore", "divide by zero encountered in log", RuntimeWarning)
+        return float(accountant.get_epsilon(delta=delta, eps_error=eps_error))
 
 
-def epsilon(releases: Sequence[Release], delta: float, accountant: str = "rdp") -> float:
+def epsilon(releases: Sequence[Release], delta: float, accountant: str = ENFORCED) -> float:
     """ε of one subject's releases with the named accountant.
-
-    Parameters
-    ----------
-    releases : sequence of Release
-        Releases about a single subject.
-    delta : float
-        Target δ.
-    accountant : {"rdp", "pld", "prv"}
-        ``"gdp"`` is refused: it can under-state ε (by up to 44 % on this project's settings).
 
     Raises
     ------
     ValueError
-        For ``"gdp"`` or an unknown accountant.
+        For ``"gdp"``, an unknown accountant, or one that cannot account these releases
+        (RDP/PRV on replace-one with subsampling).
     """
     if accountant == "gdp":
         raise ValueError(_GDP_REFUSAL)
-    if accountant == "rdp":
-        return rdp_epsilon(releases, delta)
-    if accountant == "pld":
-        return pld_epsilon(releases, delta)
-    if accountant == "prv":
-        return prv_epsilon(releases, delta)
-    raise ValueError(f"unknown accountant {accountant!r}; choose from {ACCOUNTANTS}")
-
-
-# --------------------------------------------------------------------------- budget, δ, reports
+    functions = {"pld": pld_epsilon, "rdp": rdp_epsilon, "prv": prv_epsilon}
+    if accountant not in functions:
+        raise ValueError(f"unknown accountant {accountant!r}; choose from {ACCOUNTANTS}")
+    value = functions[accountant](releases, delta)
+    if value is None:
+        raise ValueError(f"the {accountant} accountant cannot account replace-one with q < 1")
+    return value
 
 
 def check_delta(delta: float, population: int) -> None:
@@ -317,36 +311,17 @@ def would_exceed(
     candidate_releases: Sequence[Release],
     delta: float,
     max_epsilon: float,
-    accountant: str = "rdp",
+    accountant: str = ENFORCED,
 ) -> bool:
     """Whether recording ``candidate_releases`` would take some subject over the budget.
 
     For each subject touched by a candidate, ε of (its past releases + its candidates) is
     recomputed with ``accountant``; the answer is True if any exceeds ``max_epsilon``.
-    Use it before each round and skip/stop the round when True (a privacy filter: the run's
+    Checked before each round with the round's worst case (a privacy filter: the run's
     guarantee is then ``max_epsilon``).
-
-    Parameters
-    ----------
-    releases : sequence of Release
-        The history so far (any subjects).
-    candidate_releases : sequence of Release
-        What the next round would release.
-    delta : float
-        Target δ.
-    max_epsilon : float
-        The budget (> 0).
-    accountant : {"rdp", "pld", "prv"}
-        Accountant for the check ("gdp" refused).
-
-    Returns
-    -------
-    bool
     """
     if not (isinstance(max_epsilon, int | float) and max_epsilon > 0):
         raise ValueError(f"max_epsilon must be > 0, got {max_epsilon!r}")
-    if accountant == "gdp":
-        raise ValueError(_GDP_REFUSAL)
     past = _by_subject(releases)
     for subject, candidates in _by_subject(candidate_releases).items():
         history = past.get(subject, []) + candidates
@@ -355,28 +330,39 @@ def would_exceed(
     return False
 
 
-def report(ledger: PrivacyLedger, delta_example: float, delta_client: float) -> list[dict]:
-    """The ε table of a run, recomputed from the ledger with RDP and PLD.
+def _summary(history: Sequence[Release], delta: float) -> dict[str, Any]:
+    """ε of one subject by every accountant, and what its releases were."""
+    first = history[0]
+    return {
+        "relation": first.relation,
+        "delta": delta,
+        "eps": pld_epsilon(history, delta),
+        "eps_rdp": rdp_epsilon(history, delta),
+        "eps_prv": prv_epsilon(history, delta),
+        "noise_multiplier": sorted({r.noise_multiplier for r in history}),
+        "sample_rate": sorted({r.sample_rate for r in history}),
+        "steps": int(sum(r.steps for r in history)),
+        "threshold_checks": int(sum(r.threshold_checks for r in history)),
+        "rounds": len({r.round for r in history}),
+        "population": max(r.population for r in history),
+        "seeded": any(r.seeded for r in history),
+    }
 
-    Parameters
-    ----------
-    ledger : PrivacyLedger
-        The run's releases.
-    delta_example : float
-        δ for example-level guarantees (DP-SGD); must be < 1/N for every client's N.
-    delta_client : float
-        δ for client-level guarantees (Gaussian, PATE); must be < 1/number of clients.
+
+def report(ledger: PrivacyLedger, delta_example: float, delta_client: float) -> list[dict]:
+    """The ε table of a run, recomputed from the ledger.
 
     Returns
     -------
     list of dict
-        Rows with keys ``mechanism``, ``scope``, ``subject``, ``delta``, ``eps_rdp``,
-        ``eps_pld``. Example-level DP-SGD gives one row with subject ``"max over clients"``:
-        client datasets are disjoint, so by parallel composition the system guarantee for
-        one example is the maximum over clients (each of the two ε columns is maximised
-        separately). Client-level releases give one row per subject (normally
-        ``"server"``); if both Gaussian and PATE releases exist they are composed and the
-        mechanism reads ``"gaussian+pate"``.
+        One row per mechanism and scope. Keys: ``mechanism``, ``scope``, ``subject``,
+        ``accountant`` (the enforced one, ``pld``), ``eps`` (by it), ``eps_rdp`` and
+        ``eps_prv`` (cross-checks; None where they do not apply), ``relation``, ``delta``,
+        ``noise_multiplier`` and ``sample_rate`` (the distinct values), ``steps``,
+        ``threshold_checks``, ``rounds``, ``population``, ``seeded``. Example-level DP-SGD
+        gives one row for the client with the largest ε (client data sets are disjoint, so
+        the system guarantee for one example is the maximum over clients) with
+        ``clients``, ``eps_min`` and ``eps_median`` over clients added.
 
     Raises
     ------
@@ -384,27 +370,28 @@ def report(ledger: PrivacyLedger, delta_example: float, delta_client: float) -> 
         If a δ is not below 1/N for the population recorded in the releases.
     """
     rows: list[dict] = []
-    example = [r for r in ledger.releases if r.scope == "example"]
+    example = _by_subject(r for r in ledger.releases if r.scope == "example")
     if example:
-        groups = _by_subject(example)
-        eps_rdp, eps_pld = 0.0, 0.0
-        for history in groups.values():
+        per_client = {}
+        for subject, history in example.items():
             check_delta(delta_example, max(r.population for r in history))
-            eps_rdp = max(eps_rdp, rdp_epsilon(history, delta_example))
-            eps_pld = max(eps_pld, pld_epsilon(history, delta_example))
-        mechanisms = sorted({r.mechanism for r in example})
+            per_client[subject] = _summary(history, delta_example)
+        worst = max(per_client, key=lambda s: per_client[s]["eps"])
+        values = [row["eps"] for row in per_client.values()]
         rows.append(
             {
-                "mechanism": "+".join(mechanisms),
+                "mechanism": "dpsgd",
                 "scope": "example",
-                "subject": "max over clients",
-                "delta": delta_example,
-                "eps_rdp": eps_rdp,
-                "eps_pld": eps_pld,
+                "subject": worst,
+                "accountant": ENFORCED,
+                **per_client[worst],
+                "clients": len(per_client),
+                "eps_min": float(min(values)),
+                "eps_median": float(np.median(values)),
             }
         )
-    client = [r for r in ledger.releases if r.scope == "client"]
-    for subject, history in _by_subject(client).items():
+    client = _by_subject(r for r in ledger.releases if r.scope == "client")
+    for subject, history in client.items():
         check_delta(delta_client, max(r.population for r in history))
         order = [m for m in MECHANISM_SCOPE if any(r.mechanism == m for r in history)]
         rows.append(
@@ -412,9 +399,8 @@ def report(ledger: PrivacyLedger, delta_example: float, delta_client: float) -> 
                 "mechanism": "+".join(order),
                 "scope": "client",
                 "subject": subject,
-                "delta": delta_client,
-                "eps_rdp": rdp_epsilon(history, delta_client),
-                "eps_pld": pld_epsilon(history, delta_client),
+                "accountant": ENFORCED,
+                **_summary(history, delta_client),
             }
         )
     return rows
@@ -425,39 +411,16 @@ def noise_for_target_epsilon(
     delta: float,
     sample_rate: float,
     steps: int,
-    accountant: str = "prv",
+    relation: str = "replace_one",
 ) -> float:
-    """Noise multiplier that reaches ``target_epsilon`` after ``steps`` sampled-Gaussian steps.
+    """Smallest noise multiplier (to 0.1 %) whose ``steps`` sampled-Gaussian steps stay
+    within ``target_epsilon`` by the enforced PLD accountant.
 
-    Calibrate once, for ALL planned steps of the whole run (every round of every epoch), and
-    keep the result: re-calibrating mid-run would assume a zero starting budget. Uses
-    ``opacus.accountants.utils.get_noise_multiplier`` (binary search, tolerance 0.01 in ε,
-    never overshooting the target).
-
-    Parameters
-    ----------
-    target_epsilon : float
-        Budget ε (> 0).
-    delta : float
-        Target δ.
-    sample_rate : float
-        Poisson sampling rate q in (0, 1].
-    steps : int
-        Total planned steps (DP-SGD steps, or rounds for the Gaussian mechanism).
-    accountant : {"prv", "rdp"}
-        Opacus accountant used by the search ("gdp" refused).
-
-    Returns
-    -------
-    float
-        The noise multiplier σ.
+    Calibrate once, for ALL planned steps of the whole run, and keep the result:
+    re-calibrating mid-run would assume a zero starting budget. The search runs on a
+    coarse PLD grid first and is then checked, and raised if needed, on the enforced grid,
+    so the result never overshoots the target.
     """
-    from opacus.accountants.utils import get_noise_multiplier
-
-    if accountant == "gdp":
-        raise ValueError(_GDP_REFUSAL)
-    if accountant not in ("prv", "rdp"):
-        raise ValueError(f"noise calibration supports 'prv' or 'rdp', got {accountant!r}")
     _check_delta_range(delta)
     if not target_epsilon > 0:
         raise ValueError(f"target_epsilon must be > 0, got {target_epsilon!r}")
@@ -465,15 +428,25 @@ def noise_for_target_epsilon(
         raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    return float(
-        get_noise_multiplier(
-            target_epsilon=target_epsilon,
-            target_delta=delta,
-            sample_rate=sample_rate,
-            steps=steps,
-            accountant=accountant,
-        )
-    )
+    return _calibrate(float(target_epsilon), float(delta), float(sample_rate), steps, relation)
+
+
+@functools.lru_cache(maxsize=256)
+def _calibrate(target: float, delta: float, q: float, steps: int, relation: str) -> float:
+    def eps(z: float, interval: float) -> float:
+        return _pld_cached(((z, q, steps, relation),), delta, interval)
+
+    lo, hi = 0.05, 1.0
+    while eps(hi, 1e-3) > target:
+        lo, hi = hi, hi * 2.0
+        if hi > 1e4:
+            raise ValueError(f"no noise multiplier below 1e4 reaches ε = {target}")
+    while hi - lo > 1e-3 * hi:
+        mid = (lo + hi) / 2.0
+        lo, hi = (mid, hi) if eps(mid, 1e-3) > target else (lo, mid)
+    while eps(hi, PLD_INTERVAL) > target:  # the enforced grid decides
+        hi *= 1.001
+    return hi
 
 
 # --------------------------------------------------------------------------- Flower

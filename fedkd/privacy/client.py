@@ -5,15 +5,19 @@ calibrated once for every step the whole run plans (``rounds × local_epochs ×
 ceil(n / batch)``), so that the final ε meets ``target_epsilon``. The accountant's history
 travels with the client state; ε is cumulative over the run and never reset.
 
-A client whose next round would exceed ``privacy.max_epsilon`` stops training on private
-data and keeps answering from its frozen model: its predictions on public data are
-post-processing of what was already accounted for, and cost nothing more.
+The client trains only when both sides allow it: the server, which charged this round's
+planned steps to its ledger when it sent the message (``server_steps``; 0 means it charged
+nothing and the client must not train), and the client's own accountant, which freezes at
+the smaller of ``privacy.max_epsilon`` and the device's floor. A frozen client keeps
+answering from its model: its predictions on public data are post-processing of what was
+already accounted for.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,18 +25,25 @@ import torch
 from torch import nn
 
 from fedkd.clientdata import ClientData
-from fedkd.config import Config
+from fedkd.config import Config, ConfigError
+from fedkd.privacy import entropy
 from fedkd.privacy.accounting import epsilon, noise_for_target_epsilon
 from fedkd.privacy.dpsgd import DPSGDState, dp_train, epsilon_of, refuse_batchnorm, sample_rate_for
 from fedkd.privacy.ledger import Release
 
 logger = logging.getLogger(__name__)
 
+_NOISE = 0x4E  # purpose tag of the DP-SGD draws (insecure_seeded_noise only)
+
+
+def steps_per_round(cfg: Config, num_examples: int) -> int:
+    """DP-SGD steps one client takes in one round."""
+    return cfg.clients.local_epochs * math.ceil(num_examples / cfg.clients.batch_size)
+
 
 def planned_steps(cfg: Config, num_examples: int) -> int:
     """DP-SGD steps the whole run plans for one client (every round, every epoch)."""
-    per_epoch = math.ceil(num_examples / cfg.clients.batch_size)
-    return cfg.rounds * cfg.clients.local_epochs * per_epoch
+    return cfg.rounds * steps_per_round(cfg, num_examples)
 
 
 def initial_state(cfg: Config, num_examples: int) -> DPSGDState:
@@ -43,29 +54,58 @@ def initial_state(cfg: Config, num_examples: int) -> DPSGDState:
         sigma = float(s.noise_multiplier)
     else:
         sigma = noise_for_target_epsilon(
-            s.target_epsilon, cfg.privacy.delta, q, planned_steps(cfg, num_examples), s.accountant
+            s.target_epsilon, cfg.privacy.delta, q, planned_steps(cfg, num_examples)
         )
-    return DPSGDState(
-        noise_multiplier=sigma,
-        max_grad_norm=s.max_grad_norm,
-        sample_rate=q,
-        accountant=s.accountant,
+    return DPSGDState(noise_multiplier=sigma, max_grad_norm=s.max_grad_norm, sample_rate=q)
+
+
+def dpsgd_release(
+    subject: str, server_round: int, steps: int, state: DPSGDState, population: int, cfg: Config
+) -> Release:
+    """The ledger entry for ``steps`` DP-SGD steps of one client (replace-one)."""
+    return Release(
+        mechanism="dpsgd",
+        scope="example",
+        subject=subject,
+        round=server_round,
+        noise_multiplier=float(state.noise_multiplier),
+        sample_rate=float(state.sample_rate),
+        steps=int(steps),
+        population=int(population),
+        seeded=bool(cfg.privacy.insecure_seeded_noise),
     )
 
 
-def _candidate(state: DPSGDState, steps: int, num_examples: int) -> list[Release]:
-    return [
-        Release(
-            mechanism="dpsgd",
-            scope="example",
-            subject="client",
-            round=0,
-            noise_multiplier=state.noise_multiplier,
-            sample_rate=state.sample_rate,
-            steps=steps,
-            population=num_examples,
+def planned_epsilon(cfg: Config, num_examples: int) -> tuple[float, float]:
+    """σ of a client and the ε its whole planned run would reach (for the device floor)."""
+    state = initial_state(cfg, num_examples)
+    steps = planned_steps(cfg, num_examples)
+    if steps == 0:
+        return state.noise_multiplier, 0.0
+    release = dpsgd_release("client", 0, steps, state, num_examples, cfg)
+    return state.noise_multiplier, epsilon([release], cfg.privacy.delta)
+
+
+@dataclass(frozen=True)
+class RevisitLimits:
+    """What bounds one round's DP-SGD: the server's charge and the budgets."""
+
+    server_steps: int | None  # steps the server charged for this round (None: not sent)
+    budget: float | None  # the smaller of privacy.max_epsilon and the device's floor
+
+
+def _frozen(cfg: Config, dp: DPSGDState, this_round: int, n: int, limits: RevisitLimits) -> bool:
+    if limits.server_steps == 0:
+        return True  # the server charged nothing: training would be unaccounted
+    if limits.server_steps is not None and limits.server_steps != this_round:
+        raise ConfigError(
+            f"the server charged {limits.server_steps} DP-SGD steps for this round but this "
+            f"client's plan is {this_round}; refusing to train unaccounted steps"
         )
-    ]
+    if limits.budget is None:
+        return False
+    after = dpsgd_release("client", 0, dp.steps + this_round, dp, n, cfg)
+    return epsilon([after], cfg.privacy.delta) > limits.budget
 
 
 def private_revisit(
@@ -75,29 +115,26 @@ def private_revisit(
     client_id: int,
     server_round: int,
     state: dict[str, Any] | None,
-    generator: torch.Generator,
+    limits: RevisitLimits,
 ) -> tuple[float, dict[str, Any], dict[str, float]]:
     """DP-SGD on the client's private data for one round.
 
     Returns the mean loss, the new DP-SGD state (as a dict, for the client state) and the
-    metrics the reply carries: ε so far, steps this round, σ, q and N, which the server
-    copies into the run's ledger.
+    metrics the reply carries: ε so far by the client's own accountant, steps this round and
+    in total, σ, q and N, which the server reconciles with the charges in its ledger.
     """
     n = len(data.y_private)
     refuse_batchnorm(model)
     dp = DPSGDState.from_dict(state) if state else initial_state(cfg, n)
-    steps_per_epoch = math.ceil(n / cfg.clients.batch_size)
-    this_round = cfg.clients.local_epochs * steps_per_epoch
-    frozen = False
-    budget = cfg.privacy.max_epsilon
-    if budget is not None:
-        after = epsilon(_candidate(dp, dp.steps + this_round, n), cfg.privacy.delta, dp.accountant)
-        frozen = after > budget
+    this_round = steps_per_round(cfg, n)
+    frozen = _frozen(cfg, dp, this_round, n, limits)
     loss = float("nan")
     before = dp.steps
     if frozen:
         logger.info("client %d: DP-SGD budget reached; answering from its frozen model", client_id)
     elif this_round > 0:
+        insecure = (cfg.seed, server_round, client_id, _NOISE)
+        generator = entropy.torch_generator(insecure if cfg.privacy.insecure_seeded_noise else None)
         x = torch.from_numpy(np.ascontiguousarray(data.x_private))
         y = torch.from_numpy(np.ascontiguousarray(data.y_private))
         loss, dp = dp_train(
@@ -114,6 +151,7 @@ def private_revisit(
     metrics = {
         "dpsgd-epsilon": epsilon_of(dp, cfg.privacy.delta),
         "dpsgd-steps": float(dp.steps - before),
+        "dpsgd-steps-total": float(dp.steps),
         "dpsgd-noise": float(dp.noise_multiplier),
         "dpsgd-sample-rate": float(dp.sample_rate),
         "dpsgd-population": float(n),

@@ -1,27 +1,29 @@
 """Example-level DP-SGD for a client's private data (Opacus), one accountant for the whole run.
 
-Each call to :func:`dp_train` builds a fresh ``PrivacyEngine``, restores the accountant
-history saved in :class:`DPSGDState`, wraps the caller's model, trains, and unwraps it again.
-Re-wrapping every round is fine because the history is restored first: the steps of all
-rounds compose in one accountant, exactly as if a single engine had run them (the tests check
-this). The predictions a client later shares on public proxy data are post-processing of the
-DP-SGD model and cost nothing more.
+Each call to :func:`dp_train` wraps the caller's model with a fresh Opacus
+``PrivacyEngine``, trains, and unwraps it again. Opacus' own accountant is not used: the
+run's DP-SGD history is ``(σ, q, steps)`` with σ and q fixed for the run, so
+:class:`DPSGDState` keeps the step count and :func:`epsilon_of` recomputes ε from it with
+fedkd's enforced accountant (PLD, replace-one; see :mod:`fedkd.privacy.accounting`). The
+predictions a client later shares on public proxy data are post-processing of the DP-SGD
+model and cost nothing more.
 
 Sampling is Poisson (``poisson_sampling=True``): the accountant's q is ``1/ceil(n/B)`` and
 empty Poisson batches still take a (pure-noise) optimizer step and an accountant step.
 
-Known limitation: Opacus ``secure_mode`` needs torchcsprng, which has no build for torch
-2.x, so the Gaussian noise comes from torch's default PRNG (a ``torch.Generator`` seeded from
-the caller's generator), without the floating-point hardening of secure mode.
+Randomness: the Poisson batches and the noise come from the ``generator`` the caller
+passes, which must be seeded from the OS (:func:`fedkd.privacy.entropy.torch_generator`),
+never from the run's ``seed``. Opacus ``secure_mode`` needs torchcsprng, which has no
+build for torch 2.x, so the Gaussian noise comes from torch's generator without the
+floating-point hardening of secure mode.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -32,8 +34,6 @@ from fedkd.privacy.ledger import Release
 
 logger = logging.getLogger(__name__)
 
-_ACCOUNTANTS = ("prv", "rdp")
-_GDP_REFUSAL = "the GDP accountant can under-state ε; not allowed for reported numbers"
 _SEED_HIGH = 2**62
 
 
@@ -49,19 +49,13 @@ class DPSGDState:
         Per-example clipping norm C.
     sample_rate : float
         Poisson rate q; must equal ``1 / ceil(n / batch_size)`` (see :func:`sample_rate_for`).
-    accountant : str
-        ``"prv"`` or ``"rdp"`` (``"gdp"`` is refused).
-    accountant_state : dict
-        Opacus ``accountant.state_dict()`` as plain JSON types; empty before the first round.
     steps : int
-        DP-SGD steps taken so far.
+        DP-SGD steps taken so far (the accountant's history is ``(σ, q, steps)``).
     """
 
     noise_multiplier: float
     max_grad_norm: float
     sample_rate: float
-    accountant: str = "prv"
-    accountant_state: dict = field(default_factory=dict)
     steps: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -70,8 +64,6 @@ class DPSGDState:
             "noise_multiplier": float(self.noise_multiplier),
             "max_grad_norm": float(self.max_grad_norm),
             "sample_rate": float(self.sample_rate),
-            "accountant": self.accountant,
-            "accountant_state": _plain_accountant_state(self.accountant_state),
             "steps": int(self.steps),
         }
 
@@ -82,27 +74,8 @@ class DPSGDState:
             noise_multiplier=float(data["noise_multiplier"]),
             max_grad_norm=float(data["max_grad_norm"]),
             sample_rate=float(data["sample_rate"]),
-            accountant=str(data["accountant"]),
-            accountant_state=_plain_accountant_state(data.get("accountant_state") or {}),
             steps=int(data.get("steps", 0)),
         )
-
-
-def _plain_accountant_state(state: dict) -> dict:
-    """Accountant state with lists instead of tuples (JSON round-trips it exactly)."""
-    if not state:
-        return {}
-    return {
-        "history": [[float(s), float(q), int(n)] for s, q, n in state["history"]],
-        "mechanism": str(state["mechanism"]),
-    }
-
-
-def _check_accountant(name: str) -> None:
-    if name == "gdp":
-        raise ValueError(_GDP_REFUSAL)
-    if name not in _ACCOUNTANTS:
-        raise ValueError(f"DP-SGD accountant must be one of {_ACCOUNTANTS}, got {name!r}")
 
 
 def sample_rate_for(n_examples: int, batch_size: int) -> float:
@@ -173,7 +146,7 @@ def dp_train(
     x, y : torch.Tensor
         The client's private examples and labels.
     state : DPSGDState
-        σ, C, q, accountant name and history; not modified.
+        σ, C, q and the steps so far; not modified.
     epochs : int
         Epochs of ``ceil(n / batch_size)`` Poisson-sampled steps each.
     lr : float
@@ -183,7 +156,8 @@ def dp_train(
     batch_size : int
         Expected batch size B; with the data size it fixes q.
     generator : torch.Generator
-        Seeds the Poisson sampler and the noise (two derived generators).
+        Seeds the Poisson sampler and the noise (two derived generators). A privacy draw:
+        pass an OS-seeded generator (:func:`fedkd.privacy.entropy.torch_generator`).
     loss_fn : nn.Module, optional
         Default ``nn.CrossEntropyLoss()``; its ``reduction`` ("mean" or "sum") is passed to
         Opacus so that clipping and noise scale match.
@@ -193,17 +167,16 @@ def dp_train(
     mean_loss : float
         Mean training loss over the examples seen (nan if every batch was empty).
     new_state : DPSGDState
-        Copy of ``state`` with the accountant history extended and ``steps`` increased.
+        Copy of ``state`` with ``steps`` increased.
 
     Raises
     ------
     ValueError
-        For the GDP accountant, a BatchNorm-like module, or a ``state.sample_rate`` that does
+        For a BatchNorm-like module, or a ``state.sample_rate`` that does
         not match ``1 / ceil(n / batch_size)`` (the accountant would be told a wrong q).
     """
     from opacus import PrivacyEngine
 
-    _check_accountant(state.accountant)
     if epochs < 0:
         raise ValueError(f"epochs must be >= 0, got {epochs}")
     if len(x) != len(y) or len(x) == 0:
@@ -226,9 +199,7 @@ def dp_train(
     )
     loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, generator=sampling_gen)
 
-    engine = PrivacyEngine(accountant=state.accountant)
-    if state.accountant_state:
-        engine.accountant.load_state_dict(copy.deepcopy(state.accountant_state))
+    engine = PrivacyEngine(accountant="rdp")  # its accountant is unused (see module doc)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     was_training = model.training
     dp_model, dp_optimizer, dp_loader = engine.make_private(
@@ -268,26 +239,19 @@ def dp_train(
             p.grad = None
         model.train(was_training)
 
-    new_state = replace(
-        state,
-        accountant_state=_plain_accountant_state(engine.accountant.state_dict()),
-        steps=state.steps + steps,
-    )
+    new_state = replace(state, steps=state.steps + steps)
     mean_loss = total_loss / seen if seen else float("nan")
     logger.debug("dp_train: %d steps, mean loss %.4f", steps, mean_loss)
     return mean_loss, new_state
 
 
 def epsilon_of(state: DPSGDState, delta: float) -> float:
-    """ε spent so far, recomputed by an Opacus accountant from ``state.accountant_state``."""
-    from opacus.accountants import create_accountant
+    """ε spent so far by the enforced accountant (PLD, replace-one) from ``state``."""
+    from fedkd.privacy.accounting import epsilon
 
-    _check_accountant(state.accountant)
-    if not state.accountant_state or not state.accountant_state.get("history"):
+    if state.steps == 0:
         return 0.0
-    accountant = create_accountant(mechanism=state.accountant)
-    accountant.load_state_dict(copy.deepcopy(state.accountant_state))
-    return float(accountant.get_epsilon(delta=delta))
+    return epsilon([release_for_round("client", 0, state.steps, state, 1)], delta)
 
 
 def release_for_round(

@@ -5,15 +5,15 @@ Frobenius (whole-matrix L2) norm S; the server adds N(0, σ²S²) independently 
 coordinate of the *sum* of the clipped matrices. Adding or removing one client moves the sum
 by at most S in L2, so one release is a Gaussian mechanism with noise multiplier σ; with
 Poisson client sampling at rate q over R rounds it is accounted as R compositions of the
-Poisson-subsampled Gaussian (add/remove-one-client), see :mod:`fedkd.privacy.accounting`
-and :func:`release_for_round`.
+Poisson-subsampled Gaussian. The number of clients is published, so the release is
+accounted under replace-one-client: a replacement moves the sum by up to 2S, which the
+accountant's replace-one convention covers (see :mod:`fedkd.privacy.accounting`).
 
 Dividing the noisy sum by anything, clipping negatives and renormalising rows are
 post-processing and cost no privacy. :func:`gaussian_aggregate` divides by K = the number of
 replies actually received; the projection back to probability rows is scale invariant, so
 its output is the same as for the undivided noisy sum (K leaks nothing beyond the noisy
-sum). Under Poisson sampling the add/remove analysis is about the sum; the expected count
-q·n is the unbiased denominator if an unprojected mean is ever needed.
+sum).
 
 A Poisson round in which nobody replied must still release (pure noise) and be recorded.
 
@@ -25,8 +25,6 @@ limitation, as is Opacus' unavailable ``secure_mode`` on torch 2.x.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from fedkd.privacy.ledger import SERVER_SUBJECT, Release
@@ -36,7 +34,9 @@ _CLIP_SLACK = 1e-9  # relative tolerance for float round-off when checking clipp
 
 def secure_rng() -> np.random.Generator:
     """A NumPy Generator seeded with 256 bits from ``os.urandom`` (not a CSPRNG stream)."""
-    return np.random.Generator(np.random.PCG64(int.from_bytes(os.urandom(32), "little")))
+    from fedkd.privacy.entropy import numpy_rng
+
+    return numpy_rng()
 
 
 def clip_matrix(m: np.ndarray, clip_norm: float) -> np.ndarray:
@@ -154,7 +154,7 @@ def gaussian_aggregate(
 
 
 def release_for_round(
-    round: int, noise_multiplier: float, sample_rate: float, population: int
+    round: int, noise_multiplier: float, sample_rate: float, population: int, seeded: bool = False
 ) -> Release:
     """The ledger entry of one round of the central Gaussian mechanism.
 
@@ -168,6 +168,8 @@ def release_for_round(
         Poisson client-sampling rate q (1.0 when every client is asked).
     population : int
         Number of clients n.
+    seeded : bool
+        Noise derived from ``seed`` (``privacy.insecure_seeded_noise``): not a guarantee.
     """
     return Release(
         mechanism="gaussian",
@@ -178,4 +180,6 @@ def release_for_round(
         sample_rate=float(sample_rate),
         steps=1,
         population=population,
+        relation="replace_one",
+        seeded=seeded,
     )

@@ -3,9 +3,10 @@
 From Papernot et al. 2018, "Scalable Private Learning with PATE" (ICLR 2018). Each client
 (teacher) sends a one-hot vote per proxy query; the server holds an (N, C) histogram of
 counts. Replacing one teacher moves one vote from one class to another, so the histogram has
-L2 sensitivity √2 per query (1 for the max count used by the threshold check). Privacy
-accounting (data-independent RDP: α/σ2² per answered query, α/(2σ1²) per checked query) is
-in :mod:`fedkd.privacy.accounting`; record each round with :func:`release_for_round`.
+L2 sensitivity √2 per query (1 for the max count used by the threshold check). All queries
+of a round share one client sample, so a round is accounted as ONE Gaussian mechanism on
+the concatenated statistics (:mod:`fedkd.privacy.accounting`); record each round with
+:func:`release_for_round`. Confident-GNMax is charged GNMax noise on every checked query.
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ def release_for_round(
     sigma1: float | None = None,
     checked: int = 0,
     sample_rate: float = 1.0,
+    seeded: bool = False,
 ) -> Release:
     """The ledger entry of one PATE round.
 
@@ -123,6 +125,8 @@ def release_for_round(
         Queries that went through the threshold check (Confident-GNMax).
     sample_rate : float
         Poisson client-sampling rate (1.0: every client votes).
+    seeded : bool
+        Noise derived from ``seed`` (``privacy.insecure_seeded_noise``): not a guarantee.
     """
     return Release(
         mechanism="pate",
@@ -135,4 +139,6 @@ def release_for_round(
         sigma_threshold=None if sigma1 is None else float(sigma1),
         threshold_checks=int(checked),
         population=population,
+        relation="replace_one",
+        seeded=seeded,
     )

@@ -27,7 +27,11 @@ SCOPES: tuple[str, ...] = ("example", "client")
 #: the central Gaussian mechanism and PATE protect a whole client.
 MECHANISM_SCOPE: dict[str, str] = {"dpsgd": "example", "gaussian": "client", "pate": "client"}
 SERVER_SUBJECT = "server"
-_FORMAT_VERSION = 1
+#: Neighbouring relations a release can be accounted under (see fedkd.privacy.accounting).
+RELATIONS: tuple[str, ...] = ("replace_one", "add_remove")
+#: Version 2 records each release's neighbouring relation; version 1 ledgers were accounted
+#: under add/remove-one while dataset sizes were published, and are refused.
+_FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,12 @@ class Release:
     population : int
         N: examples of the client for ``dpsgd``, number of clients for client-level
         mechanisms. Used to refuse δ >= 1/N.
+    relation : str
+        Neighbouring relation of the guarantee: ``"replace_one"`` (fedkd's runs: dataset
+        sizes and the number of clients are published) or ``"add_remove"``.
+    seeded : bool
+        True when the noise was derived from ``seed`` (``privacy.insecure_seeded_noise``):
+        the ε is then not a guarantee.
     """
 
     mechanism: str
@@ -75,6 +85,8 @@ class Release:
     sigma_threshold: float | None = None
     threshold_checks: int = 0
     population: int = 1
+    relation: str = "replace_one"
+    seeded: bool = False
 
     def __post_init__(self) -> None:
         """Validate the fields; a release that cannot be accounted for is refused."""
@@ -94,6 +106,10 @@ class Release:
         _check_int("steps", self.steps, minimum=0)
         _check_int("threshold_checks", self.threshold_checks, minimum=0)
         _check_int("population", self.population, minimum=1)
+        if self.relation not in RELATIONS:
+            raise ValueError(f"Release.relation must be one of {RELATIONS}, got {self.relation!r}")
+        if not isinstance(self.seeded, bool):
+            raise ValueError(f"Release.seeded must be true or false, got {self.seeded!r}")
         if not _is_positive_finite(self.noise_multiplier):
             raise ValueError(
                 f"Release.noise_multiplier must be finite and > 0, got {self.noise_multiplier!r}"
@@ -143,7 +159,7 @@ class Release:
         return cls(**kwargs)
 
 
-_OPTIONAL = frozenset({"sigma_threshold", "threshold_checks", "population"})
+_OPTIONAL = frozenset({"sigma_threshold", "threshold_checks", "population", "seeded"})
 
 
 def _is_real(value: object) -> bool:
@@ -211,7 +227,7 @@ class PrivacyLedger:
         return f"PrivacyLedger({len(self._releases)} releases)"
 
     def to_dict(self) -> dict[str, Any]:
-        """Return ``{"version": 1, "releases": [...]}``, JSON-serialisable."""
+        """Return ``{"version": 2, "releases": [...]}``, JSON-serialisable."""
         return {"version": _FORMAT_VERSION, "releases": [r.to_dict() for r in self._releases]}
 
     @classmethod

@@ -22,11 +22,17 @@ INTEGER_ORDERS = tuple(float(a) for a in range(2, 65)) + (128.0, 256.0)
 
 
 def _dpsgd(sigma: float, q: float, steps: int, subject: str = "client-0", round_: int = 0):
-    return Release("dpsgd", "example", subject, round_, sigma, q, steps, population=60_000)
+    return Release(
+        "dpsgd", "example", subject, round_, sigma, q, steps, population=60_000,
+        relation="add_remove",
+    )
 
 
 def _gaussian(sigma: float, q: float, round_: int = 0, population: int = 100):
-    return Release("gaussian", "client", "server", round_, sigma, q, 1, population=population)
+    return Release(
+        "gaussian", "client", "server", round_, sigma, q, 1, population=population,
+        relation="add_remove",
+    )
 
 
 def _pate(sigma2: float, answered: int, sigma1: float | None = None, checked: int = 0):
@@ -41,6 +47,7 @@ def _pate(sigma2: float, answered: int, sigma1: float | None = None, checked: in
         sigma_threshold=sigma1,
         threshold_checks=checked,
         population=250,
+        relation="add_remove",
     )
 
 
