@@ -1,0 +1,85 @@
+"""The server's ledger can only over-count, and publishes nothing the accountant hides."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from fedkd.clientstate import StateDir
+from fedkd.config import from_dict
+from fedkd.privacy.dpsgd import DPSGDState, epsilon_of
+from simulations.runner import simulate
+
+BASE = {
+    "rounds": 4,
+    "clients": {"num_clients": 6, "models": ["linear"], "local_epochs": 1, "batch_size": 64},
+    "distill": {"student": "linear", "epochs": 1, "proxy_per_round": 30, "codec": "int8"},
+    "privacy": {"mechanisms": ["dpsgd"], "dpsgd": {"noise_multiplier": 1.0}},
+    "runtime": {"backend": "inprocess"},
+}
+
+
+def test_trained_then_lost_replies_are_still_charged_so_the_ledger_covers_every_device(tmp_path):
+    # Prepare: half of the replies are lost after the client trained and saved its state.
+    cfg = from_dict(BASE, ["faults.lose_replies=0.5"])
+    # Execute
+    simulate(cfg, tmp_path)
+    # Assert: for every device, the server charged at least the steps it took, and the
+    # printed ε is at least every device's own ε.
+    ledger = json.loads((tmp_path / "ledger.json").read_text())["releases"]
+    rows = json.loads((tmp_path / "metrics.json").read_text())["rounds"]
+    lost = 0
+    for cid in range(6):
+        state = StateDir(tmp_path / "clients" / f"client-{cid}").load_before(10**6)
+        device = DPSGDState.from_dict(state.dpsgd)
+        charged = sum(r["steps"] for r in ledger if r["subject"] == f"client-{cid}")
+        assert charged >= device.steps > 0
+        assert rows[-1]["epsilon_example"] >= epsilon_of(device, cfg.privacy.delta) - 1e-12
+        lost += charged > device.steps
+    dropped = sum(r["dropped"] for r in rows)
+    assert dropped > 0  # the fault did fire: charged == trained there, lost replies included
+    assert lost == 0  # a lost reply had trained: charge and device agree exactly
+
+
+def test_a_client_the_server_did_not_charge_does_not_train(tmp_path):
+    # Prepare: a budget below one round's ε: the server charges nothing and says so.
+    cfg = from_dict(BASE, ["privacy.max_epsilon=0.01", "rounds=2"])
+    # Execute
+    simulate(cfg, tmp_path)
+    # Assert
+    ledger = json.loads((tmp_path / "ledger.json").read_text())["releases"]
+    assert ledger == []
+    state = StateDir(tmp_path / "clients" / "client-0").load_before(10**6)
+    assert DPSGDState.from_dict(state.dpsgd).steps == 0
+
+
+def test_poisson_client_sampling_publishes_no_participant_identity(tmp_path, caplog):
+    cfg = from_dict(
+        BASE,
+        [
+            "privacy.mechanisms=[gaussian]",
+            "clients.sampling=poisson",
+            "clients.sample_rate=1.0",  # every client sampled: the seeded dropouts then fire
+            "faults.dropout=0.5",
+            "rounds=3",
+        ],
+    )
+    with caplog.at_level(logging.INFO):
+        simulate(cfg, tmp_path)
+    rows = json.loads((tmp_path / "metrics.json").read_text())["rounds"]
+    assert all("bytes_up_per_client" not in r for r in rows)
+    assert sum(r["dropped"] for r in rows) > 0
+    round_lines = [m for m in caplog.messages if m.startswith("round ") and "node" in m]
+    assert round_lines == []
+
+
+@pytest.mark.parametrize("sampling", ["all"])
+def test_without_poisson_sampling_bytes_per_client_are_reported(tmp_path, sampling):
+    cfg = from_dict(BASE, ["privacy.mechanisms=[]", "rounds=1", f"clients.sampling={sampling}"])
+    simulate(cfg, tmp_path)
+    rows = json.loads((tmp_path / "metrics.json").read_text())["rounds"]
+    assert len(rows[0]["bytes_up_per_client"]) == 6
+    assert np.isfinite(rows[0]["student_accuracy"])
