@@ -11,17 +11,28 @@ import torch
 from torch import nn
 
 from fedkd.features import split_features
-from fedkd.models import ModelError, process_local
+from fedkd.models import BUILTIN, MODELS, ModelError, portable_name, process_local
 
 
 def check_portable(name: str, key: str) -> None:
-    """Refuse a model that only this process can build (the Ray backend needs more).
+    """Refuse a model name that Ray workers cannot resolve: one registered in this process.
+
+    Ray workers know the built-in names and import paths only. :func:`fedkd.api.run`
+    turns a registered name into its factory's import path when it has one.
 
     Raises
     ------
     ModelError
         Naming ``key`` and what to do instead.
     """
+    if name in BUILTIN or name not in MODELS:
+        return
+    path = portable_name(name)
+    if path != name:
+        raise ModelError(
+            f"{key}: model '{name}' is registered in this process only; Ray workers need its "
+            f"import path '{path}' (fedkd.api.run passes it for you)"
+        )
     if process_local(name):
         raise ModelError(
             f"{key}: model '{name}' is registered in this process only (a lambda, closure or "

@@ -68,6 +68,6 @@ def _check_portable(cfg: Config) -> None:
         if spec is not None and process_local_source(spec):
             raise DataError(
                 f"{key}: '{spec}' is registered in this process only, so Ray workers cannot "
-                "load it; name a loader by import path 'py:package.module:callable' or use "
-                "runtime.backend=inprocess"
+                "load it; name the loader by import path 'py:package.module:callable' (as "
+                "register_source returns it when it has one) or use runtime.backend=inprocess"
             )

@@ -104,3 +104,29 @@ def test_registered_lambda_runs_inprocess_but_is_refused_for_ray(tmp_path):
         ModelError, match="clients.models: model 'lam' is registered in this process only"
     ):
         preflight(ray_cfg)
+
+
+def test_registered_module_level_model_reaches_ray_only_by_its_import_path():
+    import byom_user
+
+    from fedkd.api import bring_your_own
+
+    register_model("tiny", byom_user.TinyCNN)
+    ray_cfg = from_dict({}, TINY + ["clients.models=[tiny]", "runtime.backend=ray"])
+    with pytest.raises(ModelError, match="need its import path 'byom_user:TinyCNN'"):
+        preflight(ray_cfg)
+
+    portable = bring_your_own(ray_cfg)
+
+    assert portable.clients.models == ("byom_user:TinyCNN",)
+    preflight(portable)  # checks only: no Ray is started
+
+
+def test_registered_data_source_is_refused_for_ray():
+    from fedkd.data import DataError, register_source
+
+    spec = register_source("local-digits", lambda: __import__("byom_user").digits_arrays())
+    cfg = from_dict({}, TINY + [f"data.source={spec}", "runtime.backend=ray"])
+
+    with pytest.raises(DataError, match="data.source: 'py:local-digits' is registered"):
+        preflight(cfg)

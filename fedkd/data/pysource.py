@@ -58,9 +58,12 @@ def register_source(name: str, loader: Loader) -> str:
 
 
 def process_local_source(spec: str) -> bool:
-    """Whether ``spec`` is ``py:NAME`` for a loader other processes cannot import."""
+    """Whether ``spec`` is ``py:NAME``: a registered loader, unknown to other processes.
+
+    Use the spec :func:`register_source` returns (an import path when the loader has one).
+    """
     kind, _, arg = spec.partition(":")
-    return kind == "py" and arg in _LOADERS and import_path_of(_LOADERS[arg]) is None
+    return kind == "py" and arg in _LOADERS
 
 
 def load_py(arg: str, spec: str):
