@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -86,3 +89,18 @@ def test_export_of_a_run_without_a_finished_student_is_one_line_and_exit_2(tmp_p
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert "has no trained student" in err and len(err.splitlines()) == 1
+
+
+def test_onnx_example_runs_the_student_with_onnxruntime_alone(exported):
+    run_dir, card, _, _ = exported
+    script = Path(__file__).resolve().parents[1] / "examples" / "onnx_predict.py"
+
+    done = subprocess.run(
+        [sys.executable, str(script), str(run_dir / "export" / "student.onnx")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+
+    assert "accuracy on all 1797 digits" in done.stdout
