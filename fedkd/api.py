@@ -137,12 +137,11 @@ def bring_your_own(
 def _register_data(data: Callable[[], Mapping[str, Any]] | Mapping[str, Any]) -> str:
     """Register ``data`` as a ``py:`` source; returns its spec. Stale cached splits go."""
     from fedkd.clientdata import partitions_for
-    from fedkd.data import build_splits, register_source
+    from fedkd.data import register_source
 
     loader = data if callable(data) else (lambda: data)
     spec = register_source(DATA_NAME, loader)
-    build_splits.cache_clear()  # splits and partitions of an earlier ``data=`` are stale
-    partitions_for.cache_clear()
+    partitions_for.cache_clear()  # partitions of an earlier ``data=`` are stale
     return spec
 
 

@@ -43,6 +43,9 @@ def register_source(name: str, loader: Loader) -> str:
     str
         The spec a config should use: ``py:package.module:callable`` when ``loader`` has an
         import path (any process can load it), else ``py:NAME`` (this process only).
+
+    Re-registering a name with another loader drops the cached sources and splits
+    (:func:`fedkd.api.run` also drops the cached client partitions).
     """
     from fedkd.data.sources import DataError, load_source
 
@@ -50,8 +53,11 @@ def register_source(name: str, loader: Loader) -> str:
         raise DataError(
             f"cannot register data source '{name}': need a name without ':' and a callable"
         )
-    if _LOADERS.get(name) is not loader:
-        load_source.cache_clear()  # a new loader under an old name must not hit the cache
+    if _LOADERS.get(name) is not loader:  # a new loader under an old name: drop cached data
+        from fedkd.data.splits import build_splits
+
+        load_source.cache_clear()
+        build_splits.cache_clear()
     _LOADERS[name] = loader
     path = import_path_of(loader)
     return f"py:{path}" if path else f"py:{name}"
