@@ -68,19 +68,21 @@ def to_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> Path:
     onnx_log = logging.getLogger("torch.onnx")  # warns that torchvision ops are skipped
     level = onnx_log.level
     onnx_log.setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning, UserWarning))
-        torch.onnx.export(
-            model,
-            (example,),
-            str(path),
-            input_names=["x"],
-            output_names=["logits"],
-            dynamic_shapes=({0: batch},),
-            dynamo=True,
-            verbose=False,
-        )
-    onnx_log.setLevel(level)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning, UserWarning))
+            torch.onnx.export(
+                model,
+                (example,),
+                str(path),
+                input_names=["x"],
+                output_names=["logits"],
+                dynamic_shapes=({0: batch},),
+                dynamo=True,
+                verbose=False,
+            )
+    finally:
+        onnx_log.setLevel(level)
     return path
 
 

@@ -17,7 +17,7 @@ import torch
 
 from fedkd.atomic import write_json, write_text
 from fedkd.clientdata import splits_for
-from fedkd.export import export_variants, latency_per_example, predict_all
+from fedkd.export import Variant, export_variants, latency_per_example, predict_all
 from fedkd.models import count_parameters
 from fedkd.rundir import STUDENT, RunDir
 from fedkd.student import load_student
@@ -51,25 +51,15 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, *, repeats: i
     splits = splits_for(cfg.data, cfg.seed)
     x_test = np.ascontiguousarray(splits.x_test, dtype=np.float32)
     out = Path(out) if out is not None else run.path / "export"
-    torch.set_num_threads(1)
-    variants = export_variants(student, torch.from_numpy(x_test[:2]), out)
-    with torch.no_grad():
-        reference = predict_all(lambda x: student(torch.from_numpy(x)).numpy(), x_test)
-    rows = [
-        {
-            "variant": v.name,
-            "runtime": v.runtime,
-            "file": v.path.name,
-            "bytes": v.path.stat().st_size,
-            "test_accuracy": _accuracy(logits := predict_all(v.predict, x_test), splits.y_test),
-            "agrees_with_torch": float(np.mean(logits.argmax(1) == reference.argmax(1))),
-            **{
-                f"latency_us_batch_{b}": 1e6 * latency_per_example(v.predict, x_test, b, repeats)
-                for b in BATCHES
-            },
-        }
-        for v in variants
-    ]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # latency on one thread, as onnxruntime's sessions
+    try:
+        variants = export_variants(student, torch.from_numpy(x_test[:2]), out)
+        with torch.no_grad():
+            reference = predict_all(lambda x: student(torch.from_numpy(x)).numpy(), x_test)
+        rows = _measure(variants, x_test, splits.y_test, reference, repeats)
+    finally:
+        torch.set_num_threads(threads)
     last = run.read_metrics()[-1]
     card = {
         "run": str(run.path),
@@ -90,6 +80,31 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, *, repeats: i
     write_text(out / CARD_MD, render_markdown(card))
     logger.info("exported %s to %s", run.path, out)
     return card
+
+
+def _measure(
+    variants: list[Variant],
+    x: np.ndarray,
+    y: np.ndarray,
+    reference: np.ndarray,
+    repeats: int,
+) -> list[dict[str, Any]]:
+    """One card row per variant: file size, accuracy, agreement with torch, latency."""
+    rows = []
+    for v in variants:
+        logits = predict_all(v.predict, x)
+        row = {
+            "variant": v.name,
+            "runtime": v.runtime,
+            "file": v.path.name,
+            "bytes": v.path.stat().st_size,
+            "test_accuracy": _accuracy(logits, y),
+            "agrees_with_torch": float(np.mean(logits.argmax(1) == reference.argmax(1))),
+        }
+        for b in BATCHES:
+            row[f"latency_us_batch_{b}"] = 1e6 * latency_per_example(v.predict, x, b, repeats)
+        rows.append(row)
+    return rows
 
 
 def _accuracy(logits: np.ndarray, y: np.ndarray) -> float:
