@@ -7,7 +7,7 @@ import json
 import pytest
 
 from fedkd.config import from_dict
-from fedkd.models import ModelError, register_model
+from fedkd.models import ModelError, linear, register_model
 from simulations.cli import main
 from simulations.preflight import preflight
 from simulations.runner import simulate
@@ -92,9 +92,7 @@ def test_batchnorm_is_fine_without_dp(tmp_path):
 
 
 def test_registered_lambda_runs_inprocess_but_is_refused_for_ray(tmp_path):
-    register_model(
-        "lam", lambda shape, classes: __import__("fedkd.models").models.linear(shape, classes)
-    )
+    register_model("lam", lambda shape, classes: linear(shape, classes))
     cfg = from_dict({}, TINY + ["clients.models=[lam]", "distill.student=lam"])
     summary = simulate(cfg, tmp_path / "run")
     assert summary["rounds_completed"] == 2
