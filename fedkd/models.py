@@ -1,4 +1,11 @@
-"""Model registry. Every model is Opacus-compatible: no BatchNorm anywhere."""
+"""Model registry: built-in models, models registered from Python, import paths.
+
+A model name in a config (``clients.models``, ``distill.student``) is a built-in name
+(``linear``, ``mlp``, ``mlp_wide``, ``cnn``: all Opacus-compatible, no BatchNorm), a name
+given to :func:`register_model` in this process, or an import path
+``package.module:callable``. A factory takes ``(input_shape, num_classes)`` and returns
+an ``nn.Module`` whose output is ``(batch, num_classes)`` logits.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,8 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+
+from fedkd.importpath import ImportPathError, import_path_of, is_import_path, load_callable
 
 
 class ModelError(ValueError):
@@ -72,23 +81,92 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x).flatten(1))  # (B, classes)
 
 
-MODELS: dict[str, Callable[[tuple[int, ...], int], nn.Module]] = {
+ModelFactory = Callable[[tuple[int, ...], int], nn.Module]
+
+MODELS: dict[str, ModelFactory] = {
     "linear": linear,
     "mlp": mlp,
     "mlp_wide": mlp_wide,
     "cnn": SmallCNN,
 }
+BUILTIN = tuple(MODELS)
+
+
+def register_model(name: str, factory: ModelFactory) -> str:
+    """Make ``name`` usable wherever a model name is accepted, in this process.
+
+    Parameters
+    ----------
+    name : str
+        The name configs use; not a built-in name and without ``:``.
+    factory : callable
+        ``factory(input_shape, num_classes) -> nn.Module``.
+
+    Returns
+    -------
+    str
+        What a config should name to reach ``factory`` from any process: its import path
+        when it has one (a module-level function or class of an importable module), else
+        ``name``, which only this process knows (enough for ``runtime.backend:
+        inprocess``; the Ray backend refuses it at preflight).
+
+    Raises
+    ------
+    ModelError
+        If ``name`` is a built-in or contains ``:``, or ``factory`` is not callable.
+    """
+    if name in BUILTIN or ":" in name or not name:
+        raise ModelError(f"cannot register model '{name}': built-in names and ':' are reserved")
+    if not callable(factory):
+        raise ModelError(
+            f"cannot register model '{name}': {type(factory).__name__} is not callable"
+        )
+    MODELS[name] = factory
+    return import_path_of(factory) or name
+
+
+def process_local(name: str) -> bool:
+    """Whether ``name`` is a registered model that other processes cannot import."""
+    return name in MODELS and name not in BUILTIN and import_path_of(MODELS[name]) is None
+
+
+def portable_name(name: str) -> str:
+    """``name``, or the import path of the factory registered under it when it has one."""
+    if name in MODELS and name not in BUILTIN:
+        return import_path_of(MODELS[name]) or name
+    return name
+
+
+def model_factory(name: str) -> ModelFactory:
+    """The factory a model name stands for (built-in, registered or import path).
+
+    Raises
+    ------
+    ModelError
+        Unknown name, or an import path that cannot be imported or is not callable.
+    """
+    if name in MODELS:
+        return MODELS[name]
+    if is_import_path(name):
+        try:
+            return load_callable(name)
+        except ImportPathError as err:
+            raise ModelError(f"model '{name}': {err}") from err
+    raise ModelError(
+        f"unknown model '{name}' (choose from {', '.join(MODELS)}, or an import path "
+        "'package.module:callable')"
+    )
 
 
 def build_model(
     name: str, input_shape: tuple[int, ...], num_classes: int, *, seed: int
 ) -> nn.Module:
-    """Build a registered model with seeded initial weights.
+    """Build a model with seeded initial weights.
 
     Parameters
     ----------
     name : str
-        A key of :data:`MODELS`.
+        A built-in or registered name, or an import path (see :func:`model_factory`).
     input_shape : tuple of int
         Shape of one example, without the batch dimension.
     num_classes : int
@@ -96,12 +174,25 @@ def build_model(
     seed : int
         Seed for the initial weights. Torch's global generator is forked, so callers'
         random state is left untouched.
+
+    Raises
+    ------
+    ModelError
+        If the model cannot be found, its factory raises, or it returns no ``nn.Module``.
     """
-    if name not in MODELS:
-        raise ModelError(f"unknown model '{name}' (choose from {', '.join(MODELS)})")
+    factory = model_factory(name)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return MODELS[name](tuple(input_shape), num_classes)
+        try:
+            model = factory(tuple(input_shape), num_classes)
+        except ModelError:
+            raise
+        except Exception as err:  # noqa: BLE001 - user factories may raise anything
+            text = (str(err).strip().splitlines() or [""])[0]
+            raise ModelError(f"model '{name}' raised {type(err).__name__}: {text}") from err
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"model '{name}' returned a {type(model).__name__}, not an nn.Module")
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:

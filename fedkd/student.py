@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from fedkd.aggregate import sharpen
+from fedkd.clientdata import splits_for
 from fedkd.config import Config
 from fedkd.distill import evaluate, make_optimizer, train_distill
 from fedkd.features import build_client_model, feature_args, split_features
 from fedkd.propagate import knn_graph, propagate
 from fedkd.protocol import derive_seed
+from fedkd.rundir import STUDENT, RunDir, RunDirError
 from fedkd.teacher import TeacherCache
 
 _STUDENT_INIT, _STUDENT_DISTILL = 11, 12
@@ -104,3 +108,46 @@ class Student:
         """Restore :meth:`state_dict`."""
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+
+
+def load_student(run_dir: str | Path, *, finished: bool = True) -> nn.Module:
+    """The trained student of a run, rebuilt from ``student.pt``, in eval mode.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        A fedkd run directory.
+    finished : bool
+        Refuse a run that has not finished (no ``DONE``): its student is a mid-run one.
+
+    Raises
+    ------
+    RunDirError
+        If the run has no student or has not finished.
+    ModelError
+        If the student's model cannot be built in this process (an unknown name, or an
+        import path that is not importable here).
+    """
+    run = RunDir(Path(run_dir))
+    cfg = run.read_config()
+    path = run.path / STUDENT
+    if not path.is_file():
+        raise RunDirError(f"{run.path} has no trained student ({STUDENT}): no round finished")
+    if finished and not run.is_done():
+        raise RunDirError(
+            f"{run.path} has not finished; finish it with `fedkd simulate --resume {run.path}`"
+        )
+    saved = torch.load(path, weights_only=True)
+    x_public = splits_for(cfg.data, cfg.seed).x_proxy if saved["public_features"] else None
+    model = build_client_model(
+        saved["model"],
+        tuple(saved["input_shape"]),
+        int(saved["num_classes"]),
+        seed=0,
+        x_public=x_public,
+        public_features=saved["public_features"],
+        feature_map=saved["feature_map"],
+        section="distill",
+    )
+    model.load_state_dict(saved["state_dict"])
+    return model.eval()

@@ -23,7 +23,12 @@ _RESUME_HINT = {
 
 # Modules that add sub-commands: each has ``register(subparsers)``, which adds a parser
 # whose ``func(args) -> int`` runs the command. User errors raise ConfigError (exit 2).
-EXTENSIONS = ("simulations.privacy_report", "simulations.sweep", "client.deploy_cli")
+EXTENSIONS = (
+    "simulations.privacy_report",
+    "simulations.sweep",
+    "client.deploy_cli",
+    "simulations.export_cli",
+)
 
 
 def _setup_logging(verbose: bool) -> None:

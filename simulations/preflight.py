@@ -4,31 +4,48 @@ from __future__ import annotations
 
 from fedkd.clientdata import partitions_for, splits_for
 from fedkd.config import Config, ConfigError
+from fedkd.data import DataError, process_local_source
 from fedkd.features import build_client_model, feature_args
 from fedkd.local import client_model_name
+from fedkd.modelcheck import check_model, check_portable
+from fedkd.models import ModelError
+
+#: Examples fed through every model once to check its output.
+_SAMPLE = 2
 
 
 def preflight(cfg: Config) -> None:
-    """Load the data, partition it, build every model once; raise user errors early.
+    """Load the data, partition it, build and run every model once; raise user errors early.
 
     Raises
     ------
     ConfigError, DataError, ModelError
         With a one-line message naming the key, file or model.
     """
+    if cfg.runtime.backend == "ray":
+        _check_portable(cfg)
     splits = splits_for(cfg.data, cfg.seed)
     parts = partitions_for(cfg.data, cfg.seed, cfg.clients.num_clients)
     shape, classes = tuple(splits.input_shape), int(splits.num_classes)
     used = {client_model_name(cfg, i) for i in range(cfg.clients.num_clients)}
-    models = [(name, cfg.clients, "clients") for name in sorted(used)]
-    for name, section_cfg, section in [*models, (cfg.distill.student, cfg.distill, "distill")]:
-        build_client_model(
-            name,
-            shape,
-            classes,
-            seed=0,
-            x_public=splits.x_proxy,
-            **feature_args(section_cfg, section),
+    models = [(name, cfg.clients, "clients", "clients.models") for name in sorted(used)]
+    student = (cfg.distill.student, cfg.distill, "distill", "distill.student")
+    dpsgd = "dpsgd" in cfg.privacy.mechanisms
+    for name, section_cfg, section, key in [*models, student]:
+        try:
+            model = build_client_model(
+                name,
+                shape,
+                classes,
+                seed=0,
+                x_public=splits.x_proxy,
+                **feature_args(section_cfg, section),
+            )
+        except ModelError as err:
+            raise ModelError(str(err) if f"{section}." in str(err) else f"{key}: {err}") from err
+        # The student is distilled on the server, without DP-SGD.
+        check_model(
+            model, name, key, splits.x_test[:_SAMPLE], classes, dpsgd=dpsgd and section == "clients"
         )
     empty = [i for i, p in enumerate(parts) if len(p) == 0]
     if empty:
@@ -37,3 +54,20 @@ def preflight(cfg: Config) -> None:
         from fedkd.privacy.checks import check_privacy_config
 
         check_privacy_config(cfg, [len(p) for p in parts])
+
+
+def _check_portable(cfg: Config) -> None:
+    """Refuse models and data sources that Ray workers could not rebuild."""
+    for name in cfg.clients.models:
+        check_portable(name, "clients.models")
+    check_portable(cfg.distill.student, "distill.student")
+    for key, spec in (
+        ("data.source", cfg.data.source),
+        ("data.proxy_source", cfg.data.proxy_source),
+    ):
+        if spec is not None and process_local_source(spec):
+            raise DataError(
+                f"{key}: '{spec}' is registered in this process only, so Ray workers cannot "
+                "load it; name the loader by import path 'py:package.module:callable' (as "
+                "register_source returns it when it has one) or use runtime.backend=inprocess"
+            )

@@ -1,6 +1,7 @@
 """Data loading, splitting and federated partitioning for fedkd."""
 
 from fedkd.data.partition import SCHEMES, partition
+from fedkd.data.pysource import process_local_source, register_source
 from fedkd.data.sources import DataError, Source, load_source, read_idx
 from fedkd.data.splits import Splits, build_splits
 
@@ -12,5 +13,7 @@ __all__ = [
     "build_splits",
     "load_source",
     "partition",
+    "process_local_source",
     "read_idx",
+    "register_source",
 ]

@@ -16,6 +16,8 @@ A data source is named by a spec string:
     ``train`` and, if present, ``test``; image and label columns guessed unless named;
     channels-last colour images become channels-first). This is the only spec that may
     touch the network, and only because the user named it; offline it raises DataError.
+``"py:PACKAGE.MODULE:CALLABLE"`` or ``"py:NAME"``
+    The arrays returned by the user's own loader (see :mod:`fedkd.data.pysource`).
 
 Features are returned as float32 scaled to ``[0, 1]`` when the raw data is integer
 valued; labels as int64 in ``[0, num_classes)``.
@@ -88,6 +90,9 @@ class Source:
         Shape of one example, e.g. ``(8, 8)`` for digits, ``(28, 28)`` for MNIST.
     name : str
         The spec the source was loaded from.
+    x_proxy, y_proxy : numpy.ndarray or None
+        A public proxy set of the source's own (``py:`` sources only); ``y_proxy`` only
+        measures the teacher (-1 where unknown).
     """
 
     x_train: np.ndarray
@@ -97,6 +102,8 @@ class Source:
     num_classes: int
     input_shape: tuple[int, ...]
     name: str
+    x_proxy: np.ndarray | None = None
+    y_proxy: np.ndarray | None = None
 
 
 @lru_cache(maxsize=8)
@@ -106,8 +113,8 @@ def load_source(spec: str) -> Source:
     Parameters
     ----------
     spec : str
-        ``"digits"``, ``"idx:DIR"``, ``"npz:PATH"`` or
-        ``"hub:NAME[:IMAGE_COLUMN[:LABEL_COLUMN]]"``.
+        ``"digits"``, ``"idx:DIR"``, ``"npz:PATH"``,
+        ``"hub:NAME[:IMAGE_COLUMN[:LABEL_COLUMN]]"`` or ``"py:package.module:callable"``.
 
     Returns
     -------
@@ -128,7 +135,14 @@ def load_source(spec: str) -> Source:
         return _load_npz(Path(arg), spec)
     if kind == "hub" and arg:
         return _load_hub(arg, spec)
-    raise DataError(f"unknown data source '{spec}' (use digits, idx:DIR or npz:PATH)")
+    if kind == "py" and arg:
+        from fedkd.data.pysource import load_py
+
+        return load_py(arg, spec)
+    raise DataError(
+        f"unknown data source '{spec}' (use digits, idx:DIR, npz:PATH, hub:NAME or "
+        "py:package.module:callable)"
+    )
 
 
 def _scale_features(arrays: list[np.ndarray], what: str) -> list[np.ndarray]:

@@ -86,7 +86,8 @@ def build_splits(
         when the source has no test split of its own; in ``(0, 1)``.
     proxy_fraction : float, optional
         Fraction of the remaining training data held out (stratified) as the proxy set,
-        used only when ``proxy_source`` is None; in ``(0, 1)``.
+        used only when ``proxy_source`` is None and the source has no proxy set of its own
+        (a ``py:`` source may bring one); in ``(0, 1)``.
     proxy_source : str, optional
         Spec of another source whose training examples form the proxy set; the private
         pool is then all remaining training data. Example shapes must match.
@@ -124,7 +125,9 @@ def build_splits(
         x_pool, x_test, y_pool, y_test = _stratified_split(
             src.x_train, src.y_train, test_fraction, seed, source
         )
-    if proxy_source is None:
+    if proxy_source is None and src.x_proxy is not None:  # the source's own proxy set
+        x_private, y_private, x_proxy, y_proxy = x_pool, y_pool, src.x_proxy, src.y_proxy
+    elif proxy_source is None:
         x_private, x_proxy, y_private, y_proxy = _stratified_split(
             x_pool, y_pool, proxy_fraction, _child_seed(seed, _PROXY_STREAM), source
         )

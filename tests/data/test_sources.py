@@ -278,7 +278,10 @@ def test_unknown_spec_raises_data_error_listing_valid_specs(spec):
         load_source(spec)
 
     # Assert
-    assert str(excinfo.value) == (f"unknown data source '{spec}' (use digits, idx:DIR or npz:PATH)")
+    assert str(excinfo.value) == (
+        f"unknown data source '{spec}' (use digits, idx:DIR, npz:PATH, hub:NAME or "
+        "py:package.module:callable)"
+    )
 
 
 def test_hub_source_raises_data_error_when_offline():
