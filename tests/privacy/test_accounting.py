@@ -23,14 +23,28 @@ INTEGER_ORDERS = tuple(float(a) for a in range(2, 65)) + (128.0, 256.0)
 
 def _dpsgd(sigma: float, q: float, steps: int, subject: str = "client-0", round_: int = 0):
     return Release(
-        "dpsgd", "example", subject, round_, sigma, q, steps, population=60_000,
+        "dpsgd",
+        "example",
+        subject,
+        round_,
+        sigma,
+        q,
+        steps,
+        population=60_000,
         relation="add_remove",
     )
 
 
 def _gaussian(sigma: float, q: float, round_: int = 0, population: int = 100):
     return Release(
-        "gaussian", "client", "server", round_, sigma, q, 1, population=population,
+        "gaussian",
+        "client",
+        "server",
+        round_,
+        sigma,
+        q,
+        1,
+        population=population,
         relation="add_remove",
     )
 
@@ -68,7 +82,8 @@ def _analytic_gaussian_epsilon(mu_inverse: float, delta: float) -> float:
 
 
 def test_rdp_matches_the_opacus_golden_value_for_sigma_1_5_q_0_04_2250_steps() -> None:
-    # Prepare: the regression value of Opacus' RDP accountant (notes/privacy.md §5.3).
+    # Prepare: the regression value of Opacus' RDP accountant for this add/remove setting
+    # (opacus.accountants.RDPAccountant, σ=1.5, q=0.04, 2250 steps, δ=1e-5).
     releases = [_dpsgd(1.5, 0.04, 2250)]
 
     # Execute
@@ -107,7 +122,8 @@ def test_splitting_a_history_into_rounds_does_not_change_epsilon() -> None:
 
 
 def test_pld_reproduces_the_digits_cross_check_value() -> None:
-    # Prepare: notes/privacy.md §2, digits run: Google PLD 2.983 (σ=1.538, q=1/23, 460 steps).
+    # Prepare: the digits setting (σ=1.538, q=1/23, 460 steps): Google's dp_accounting PLD
+    # gives 2.983 under add/remove.
     releases = [_dpsgd(1.538, 1 / 23, 460)]
 
     # Execute
@@ -132,7 +148,7 @@ def test_pld_with_full_batches_equals_the_exact_gaussian_epsilon(sigma, steps, e
     eps = acc.pld_epsilon([_dpsgd(sigma, 1.0, steps)], 1e-5)
 
     # Assert
-    assert exact == pytest.approx(expected, abs=1e-3)  # the notes' table
+    assert exact == pytest.approx(expected, abs=1e-3)  # Balle & Wang 2018, Theorem 8
     assert eps == pytest.approx(exact, abs=2e-3)
 
 
@@ -214,24 +230,87 @@ def test_gnmax_data_independent_epsilon_matches_the_closed_form_for_640_queries_
     eps = acc.rdp_epsilon([_pate(sigma, n)], delta)
 
     # Assert
-    assert classic == pytest.approx(4.692, abs=1e-3)  # notes/privacy.md §3.3: 4.69
+    assert classic == pytest.approx(4.692, abs=1e-3)  # ε(α) = αn/σ² + log(1/δ)/(α−1) at its min
     assert balle <= eps <= balle + 5e-3  # our order grid vs the fine grid
     assert eps < classic
 
 
-def test_pate_rdp_curves_are_alpha_over_sigma2_squared_and_alpha_over_two_sigma1_squared():
-    # Prepare
-    orders = (2.0, 5.5, 32.0)
+def test_a_pate_round_is_one_gaussian_with_the_summed_per_query_rdp_bounds_of_papernot_2018():
+    # Prepare: a round is ONE component; under add/remove at q = 1 its RDP must still be the
+    # per-query data-independent bounds of Papernot et al. 2018 (Prop. 8) summed:
+    # α·a/σ2² for a GNMax answers plus α·c/(2σ1²) for c threshold checks.
+    from opacus.accountants.analysis.rdp import compute_rdp
+
+    orders = [2.0, 5.5, 32.0]
+    cases = [(_pate(40.0, 10), 10, 0), (_pate(40.0, 0, sigma1=150.0, checked=7), 0, 7)]
+    cases.append((_pate(40.0, 12, sigma1=150.0, checked=12), 12, 12))
+
+    for release, answered, checked in cases:
+        # Execute
+        (component,) = acc.components_of(release)
+        z, q, count, relation = component
+        curve = compute_rdp(q=q, noise_multiplier=z, steps=count, orders=orders)
+
+        # Assert
+        assert (q, count, relation) == (1.0, 1, "add_remove")
+        expected = [a * answered / 40.0**2 + a * checked / (2 * 150.0**2) for a in orders]
+        np.testing.assert_allclose(curve, expected, rtol=1e-12)
+
+
+def test_a_replace_one_pate_round_without_sampling_uses_the_exact_sensitivity() -> None:
+    # Prepare: replacing one teacher moves a answered histograms by √2 each and c max counts
+    # by 1 each: |Δ|² = 2a/σ2² + c/σ1² in noise units, and dp_accounting's replace-one
+    # convention reads a component z as a shift of 2/z, so (2/z)² = |Δ|².
+    a, c, sigma2, sigma1 = 30, 40, 40.0, 150.0
+    release = Release(
+        "pate",
+        "client",
+        "server",
+        0,
+        sigma2,
+        1.0,
+        a,
+        sigma_threshold=sigma1,
+        threshold_checks=c,
+        population=250,
+    )
+    shift = math.sqrt(2 * a / sigma2**2 + c / sigma1**2)
 
     # Execute
-    gnmax_curve = acc.rdp_curve([_pate(40.0, 10)], orders)
-    threshold_curve = acc.rdp_curve([_pate(40.0, 0, sigma1=150.0, checked=7)], orders)
+    (component,) = acc.components_of(release)
+    eps = acc.pld_epsilon([release], 1e-5)
 
     # Assert
-    expected_gnmax = [a * 10 / 40.0**2 for a in orders]
-    expected_threshold = [a * 7 / (2 * 150.0**2) for a in orders]
-    np.testing.assert_allclose(gnmax_curve, expected_gnmax, rtol=1e-12)
-    np.testing.assert_allclose(threshold_curve, expected_threshold, rtol=1e-12)
+    assert component[1:] == (1.0, 1, "replace_one")
+    assert 2.0 / component[0] == pytest.approx(shift, rel=1e-12)
+    assert eps == pytest.approx(_analytic_gaussian_epsilon(1.0 / shift, 1e-5), abs=2e-3)
+
+
+def test_a_replace_one_pate_round_with_sampling_uses_the_per_teacher_norm_bound() -> None:
+    # Prepare: with q < 1 one teacher's contribution (a one-hot vote per query, ≤ 1 on each
+    # max count) has norm² ≤ a/σ2² + c/σ1² in noise units: 1/z² = a/σ2² + c/σ1².
+    a, c, sigma2, sigma1 = 30, 40, 40.0, 150.0
+    release = Release(
+        "pate",
+        "client",
+        "server",
+        0,
+        sigma2,
+        0.2,
+        a,
+        sigma_threshold=sigma1,
+        threshold_checks=c,
+        population=250,
+    )
+
+    # Execute
+    (component,) = acc.components_of(release)
+
+    # Assert
+    assert component[1:] == (0.2, 1, "replace_one")
+    assert component[0] == pytest.approx(1.0 / math.sqrt(a / sigma2**2 + c / sigma1**2))
+    assert acc.rdp_epsilon([release], 1e-5) is None  # no replace-one RDP bound with q < 1
+    assert acc.prv_epsilon([release], 1e-5) is None
 
 
 def test_confident_gnmax_epsilon_matches_the_closed_form_for_the_mnist_setting() -> None:
@@ -244,7 +323,7 @@ def test_confident_gnmax_epsilon_matches_the_closed_form_for_the_mnist_setting()
     eps = acc.rdp_epsilon([_pate(40.0, 286, sigma1=150.0, checked=640)], 1e-5)
 
     # Assert
-    assert classic == pytest.approx(3.174, abs=1e-3)  # notes/privacy.md §3.3: 3.18
+    assert classic == pytest.approx(3.174, abs=1e-3)  # the classic conversion at its minimum
     assert _balle_conversion_min(slope, 1e-5) <= eps <= _balle_conversion_min(slope, 1e-5) + 5e-3
 
 
@@ -282,8 +361,10 @@ def test_gdp_accountant_is_refused_everywhere() -> None:
         acc.epsilon(releases, 1e-5, accountant="gdp")
     with pytest.raises(ValueError, match=GDP_MESSAGE):
         acc.would_exceed([], releases, 1e-5, 1.0, accountant="gdp")
-    with pytest.raises(ValueError, match=GDP_MESSAGE):
+    # Calibration has no accountant to choose any more: it is always the enforced PLD.
+    with pytest.raises(TypeError):
         acc.noise_for_target_epsilon(1.0, 1e-5, 0.05, 100, accountant="gdp")
+    assert acc.ENFORCED == "pld"
 
 
 def test_unknown_accountant_is_refused() -> None:
@@ -332,16 +413,37 @@ def test_report_gives_the_max_over_clients_for_dpsgd_and_one_row_for_the_server(
     by_scope = {row["scope"]: row for row in rows}
     worst = ledger.for_subject("client-1")
     assert len(rows) == 2
-    assert by_scope["example"]["subject"] == "max over clients"
-    assert by_scope["example"]["mechanism"] == "dpsgd"
-    assert by_scope["example"]["eps_rdp"] == pytest.approx(acc.rdp_epsilon(worst, 1e-5))
-    assert by_scope["example"]["eps_pld"] == pytest.approx(acc.pld_epsilon(worst, 1e-5))
-    assert by_scope["example"]["eps_rdp"] > acc.rdp_epsilon(ledger.for_subject("client-0"), 1e-5)
+    example = by_scope["example"]
+    assert example["subject"] == "client-1"  # the worst client
+    assert example["mechanism"] == "dpsgd"
+    assert (example["accountant"], example["relation"]) == ("pld", "add_remove")
+    assert example["eps"] == pytest.approx(acc.pld_epsilon(worst, 1e-5))
+    assert example["eps_rdp"] == pytest.approx(acc.rdp_epsilon(worst, 1e-5))
+    best = acc.pld_epsilon(ledger.for_subject("client-0"), 1e-5)
+    assert example["eps"] > best
+    assert (example["clients"], example["eps_min"]) == (2, pytest.approx(best))
+    assert (example["steps"], example["rounds"], example["seeded"]) == (240, 3, False)
     server = ledger.for_subject("server")
     assert by_scope["client"]["subject"] == "server"
     assert by_scope["client"]["delta"] == 1e-3
+    assert by_scope["client"]["eps"] == pytest.approx(acc.pld_epsilon(server, 1e-3))
     assert by_scope["client"]["eps_rdp"] == pytest.approx(acc.rdp_epsilon(server, 1e-3))
-    assert by_scope["client"]["eps_pld"] <= by_scope["client"]["eps_rdp"]
+    assert by_scope["client"]["eps"] <= by_scope["client"]["eps_rdp"]
+
+
+def test_report_of_a_replace_one_ledger_has_no_rdp_or_prv_cross_check_under_sampling() -> None:
+    # Prepare: fedkd's runs record replace-one; with q < 1 only PLD accounts for it.
+    ledger = PrivacyLedger(
+        [Release("gaussian", "client", "server", r, 2.0, 0.1, 1, population=100) for r in range(3)]
+    )
+
+    # Execute
+    (row,) = acc.report(ledger, delta_example=1e-5, delta_client=1e-3)
+
+    # Assert
+    assert (row["relation"], row["accountant"]) == ("replace_one", "pld")
+    assert row["eps_rdp"] is None and row["eps_prv"] is None
+    assert row["eps"] == pytest.approx(acc.pld_epsilon(ledger.releases, 1e-3))
 
 
 def test_report_refuses_a_client_delta_not_below_one_over_the_number_of_clients() -> None:
@@ -356,20 +458,50 @@ def test_report_refuses_a_client_delta_not_below_one_over_the_number_of_clients(
 # --------------------------------------------------------------------------- calibration
 
 
-@pytest.mark.parametrize(
-    ("accountant", "expected"), [("rdp", 1.636), ("prv", 1.538)], ids=["rdp", "prv"]
-)
-def test_noise_for_target_epsilon_reproduces_the_digits_calibration(accountant, expected) -> None:
-    # Prepare: notes/privacy.md §2: ε=3, δ=1e-5, q=1/23, 460 steps.
+def _google_pld_epsilon(sigma: float, q: float, steps: int, relation: str) -> float:
+    """An independent dp_accounting PLD computation of one sampled-Gaussian history."""
+    from dp_accounting.pld import PLDAccountant
+    from dp_accounting.privacy_accountant import NeighboringRelation
+
+    neighbouring = {
+        "add_remove": NeighboringRelation.ADD_OR_REMOVE_ONE,
+        "replace_one": NeighboringRelation.REPLACE_ONE,
+    }[relation]
+    accountant = PLDAccountant(neighbouring, value_discretization_interval=1e-4)
+    accountant.compose(
+        dp_event.SelfComposedDpEvent(
+            dp_event.PoissonSampledDpEvent(q, dp_event.GaussianDpEvent(sigma)), steps
+        )
+    )
+    return float(accountant.get_epsilon(1e-5))
+
+
+@pytest.mark.parametrize("relation", ["add_remove", "replace_one"])
+def test_noise_for_target_epsilon_is_the_smallest_sigma_within_the_target(relation) -> None:
+    # Prepare: the digits setting: ε=3, δ=1e-5, q=1/23, 460 steps.
     target, q, steps = 3.0, 1 / 23, 460
 
     # Execute
-    sigma = acc.noise_for_target_epsilon(target, 1e-5, q, steps, accountant=accountant)
+    sigma = acc.noise_for_target_epsilon(target, 1e-5, q, steps, relation=relation)
 
-    # Assert
-    reached = acc.epsilon([_dpsgd(sigma, q, steps)], 1e-5, accountant)
-    assert sigma == pytest.approx(expected, abs=1e-3)
-    assert target - 0.02 <= reached <= target
+    # Assert: within the target by an independent PLD computation, and 0.2 % less noise
+    # would not be.
+    assert _google_pld_epsilon(sigma, q, steps, relation) <= target
+    assert _google_pld_epsilon(sigma / 1.002, q, steps, relation) > target
+
+
+def test_replace_one_calibration_needs_more_noise_than_add_remove() -> None:
+    # Prepare
+    target, q, steps = 3.0, 1 / 23, 460
+
+    # Execute
+    add_remove = acc.noise_for_target_epsilon(target, 1e-5, q, steps, relation="add_remove")
+    replace_one = acc.noise_for_target_epsilon(target, 1e-5, q, steps)  # the default
+
+    # Assert: add/remove agrees with Opacus' PRV calibration of this setting (σ = 1.538,
+    # an upper estimate) and replace-one, which doubles the shift, needs well over 1.5× more.
+    assert add_remove == pytest.approx(1.538, abs=0.01)
+    assert replace_one > 1.5 * add_remove
 
 
 # --------------------------------------------------------------------------- budget filter
@@ -392,18 +524,18 @@ def test_a_loop_guarded_by_would_exceed_never_ends_over_budget(rounds, max_epsil
     # Execute
     for i, (sigma, q, steps, subject) in enumerate(rounds):
         candidate = [_dpsgd(sigma, q, steps, subject, i)]
-        if not acc.would_exceed(ledger.releases, candidate, 1e-5, max_epsilon, "rdp"):
+        if not acc.would_exceed(ledger.releases, candidate, 1e-5, max_epsilon):
             ledger.extend(candidate)
 
     # Assert
     for subject in ledger.subjects():
-        assert acc.rdp_epsilon(ledger.for_subject(subject), 1e-5) <= max_epsilon
+        assert acc.pld_epsilon(ledger.for_subject(subject), 1e-5) <= max_epsilon
 
 
 def test_would_exceed_flags_a_round_that_crosses_the_budget_and_passes_one_that_does_not():
     # Prepare
     history = [_dpsgd(1.0, 0.05, 100)]
-    spent = acc.rdp_epsilon(history, 1e-5)
+    spent = acc.pld_epsilon(history, 1e-5)  # would_exceed enforces PLD
 
     # Execute
     small = acc.would_exceed(history, [_dpsgd(1.0, 0.05, 1, round_=1)], 1e-5, spent + 0.5)
