@@ -7,7 +7,9 @@ from collections import OrderedDict
 
 import pytest
 import torch
-from opacus.accountants import RDPAccountant
+from dp_accounting import dp_event
+from dp_accounting.pld import PLDAccountant
+from dp_accounting.privacy_accountant import NeighboringRelation
 from scipy.stats import chi2
 from torch import nn
 
@@ -39,13 +41,21 @@ def _model(seed: int = 0) -> nn.Module:
     return model
 
 
-def _state(accountant: str = "prv", sigma: float = 1.0) -> DPSGDState:
+def _state(sigma: float = 1.0) -> DPSGDState:
     return DPSGDState(
-        noise_multiplier=sigma,
-        max_grad_norm=1.0,
-        sample_rate=sample_rate_for(N, BATCH),
-        accountant=accountant,
+        noise_multiplier=sigma, max_grad_norm=1.0, sample_rate=sample_rate_for(N, BATCH)
     )
+
+
+def _google_replace_one_epsilon(sigma: float, q: float, steps: int, delta: float) -> float:
+    """Independent dp_accounting PLD, replace-one, of ``steps`` sampled-Gaussian steps."""
+    accountant = PLDAccountant(NeighboringRelation.REPLACE_ONE, value_discretization_interval=1e-4)
+    accountant.compose(
+        dp_event.SelfComposedDpEvent(
+            dp_event.PoissonSampledDpEvent(q, dp_event.GaussianDpEvent(sigma)), steps
+        )
+    )
+    return float(accountant.get_epsilon(delta))
 
 
 def _train(model, state, epochs, seed, lr=0.1, **kwargs):
@@ -63,10 +73,9 @@ def _train(model, state, epochs, seed, lr=0.1, **kwargs):
     )
 
 
-@pytest.mark.parametrize("accountant", ["prv", "rdp"])
-def test_two_rounds_with_carried_state_spend_the_same_epsilon_as_one_run(accountant) -> None:
+def test_two_rounds_with_carried_state_spend_the_same_epsilon_as_one_run() -> None:
     # Prepare
-    state = _state(accountant)
+    state = _state()
 
     # Execute
     _, after_one = _train(_model(), state, 1, seed=1)
@@ -100,7 +109,7 @@ def test_training_changes_the_weights_and_leaves_a_plain_rewrappable_module() ->
 
 def test_epsilon_increases_across_rounds() -> None:
     # Prepare
-    state = _state("rdp")
+    state = _state()
     eps = []
 
     # Execute
@@ -128,21 +137,23 @@ def test_empty_poisson_batches_still_count_as_steps() -> None:
     # Prepare: 10 examples, B = 1 ⇒ q = 0.1 and P(empty batch) = 0.9**10 ≈ 0.35.
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(10, FEATURES, generator=g), torch.randint(0, CLASSES, (10,), generator=g)
-    state = DPSGDState(1.0, 1.0, sample_rate_for(10, 1), "rdp")
+    state = DPSGDState(1.0, 1.0, sample_rate_for(10, 1))
     model, gen = _model(), torch.Generator().manual_seed(1)
 
     # Execute
     _, new_state = dp_train(model, x, y, state=state, epochs=3, lr=0.1, batch_size=1, generator=gen)
 
-    # Assert
+    # Assert: 30 steps of (σ = 1, q = 0.1) are what the accountant is charged.
     assert new_state.steps == 30
-    assert new_state.accountant_state["history"] == [[1.0, 0.1, 30]]
+    assert (new_state.noise_multiplier, new_state.sample_rate) == (1.0, 0.1)
+    expected = _google_replace_one_epsilon(1.0, 0.1, 30, 1e-2)
+    assert epsilon_of(new_state, 1e-2) == pytest.approx(expected, rel=1e-9)
     assert torch.isfinite(model.weight).all()
 
 
 def test_ledger_releases_of_the_rounds_reproduce_the_accountant_epsilon() -> None:
     # Prepare
-    state, releases = _state("rdp"), []
+    state, releases = _state(), []
 
     # Execute
     for r in range(2):
@@ -150,15 +161,19 @@ def test_ledger_releases_of_the_rounds_reproduce_the_accountant_epsilon() -> Non
         releases.append(release_for_round("client-0", r, new_state.steps - state.steps, state, N))
         state = new_state
 
-    # Assert
-    from_ledger = acc.rdp_epsilon(releases, DELTA, orders=RDPAccountant.DEFAULT_ALPHAS)
+    # Assert: the ledger (replace-one, PLD) and the state agree, and both equal an
+    # independent dp_accounting computation of (σ, q, all steps).
+    from_ledger = acc.pld_epsilon(releases, DELTA)
+    independent = _google_replace_one_epsilon(1.0, BATCH / N, state.steps, DELTA)
+    assert all(r.relation == "replace_one" for r in releases)
     assert from_ledger == pytest.approx(epsilon_of(state, DELTA), rel=1e-12)
-    assert acc.prv_epsilon(releases, DELTA) > 0
+    assert from_ledger == pytest.approx(independent, rel=1e-9)
+    assert acc.rdp_epsilon(releases, DELTA) is None  # no replace-one RDP with q < 1
 
 
 def test_state_survives_a_json_round_trip_with_identical_epsilon() -> None:
     # Prepare
-    _, state = _train(_model(), _state("prv"), 1, seed=40)
+    _, state = _train(_model(), _state(), 1, seed=40)
 
     # Execute
     restored = DPSGDState.from_dict(json.loads(json.dumps(state.to_dict())))
@@ -218,17 +233,22 @@ def test_a_layernorm_model_is_accepted() -> None:
     refuse_batchnorm(model)
 
 
-def test_gdp_accountant_is_refused() -> None:
-    # Execute / Assert
-    with pytest.raises(ValueError, match="GDP accountant can under-state"):
-        _train(_model(), _state("gdp"), 1, seed=0)
-    with pytest.raises(ValueError, match="GDP accountant can under-state"):
-        epsilon_of(_state("gdp"), DELTA)
+def test_the_state_has_no_accountant_to_choose() -> None:
+    # Prepare: a state saved by the old code (it carried an accountant and its history).
+    old = {**_state().to_dict(), "accountant": "gdp", "accountant_state": {"history": []}}
+
+    # Execute / Assert: the accountant is no part of the state any more ...
+    with pytest.raises(TypeError):
+        DPSGDState(1.0, 1.0, 0.25, 0, "gdp")
+    # ... an old state's accountant is ignored: ε is always the enforced PLD of (σ, q, steps).
+    restored = DPSGDState.from_dict(old)
+    assert restored == _state()
+    assert acc.ENFORCED == "pld"
 
 
 def test_a_sample_rate_that_does_not_match_the_loader_is_refused() -> None:
     # Prepare
-    state = DPSGDState(1.0, 1.0, 0.5, "prv")
+    state = DPSGDState(1.0, 1.0, 0.5)
 
     # Execute / Assert
     with pytest.raises(ValueError, match="wrong sampling rate"):
