@@ -97,11 +97,28 @@ def _state_dir(
 
 
 def _restore(context: Context, store: StateDir | None, server_round: int) -> ClientState | None:
+    """The model of the last round before ``server_round`` and the newest DP-SGD count.
+
+    The DP-SGD state is the one with the most steps this device ever held (in memory or on
+    disk), whatever round the server names: a replayed or lower round number restores an
+    older model but never an older accountant.
+    """
+    held = []
     if _STATE_KEY in context.state:
-        state = ClientState.from_bytes(context.state[_STATE_KEY]["blob"])
-        if state.round < server_round:
-            return state
-    return store.load_before(server_round) if store is not None else None
+        held.append(ClientState.from_bytes(context.state[_STATE_KEY]["blob"]))
+    state = next((s for s in held if s.round < server_round), None)
+    if state is None and store is not None:
+        state = store.load_before(server_round)
+    if store is not None:
+        held.extend(store.all_dpsgd())
+    dpsgd = max((s.dpsgd for s in held if s.dpsgd), key=lambda d: d["steps"], default=None)
+    if dpsgd is None:
+        return state
+    if state is None:
+        return ClientState(round=0, model={}, dpsgd=dpsgd)  # fresh model, accountant kept
+    if not state.dpsgd or state.dpsgd["steps"] < dpsgd["steps"]:
+        state.dpsgd = dpsgd
+    return state
 
 
 def _task(msg: Message) -> RoundTask:

@@ -69,6 +69,11 @@ class StateDir:
         for _, old in self._files()[:-KEEP_FILES]:
             old.unlink(missing_ok=True)
 
+    def all_dpsgd(self) -> list[ClientState]:
+        """Every saved state that carries a DP-SGD count (for the newest accountant)."""
+        states = [ClientState.from_bytes(p.read_bytes()) for _, p in self._files()]
+        return [s for s in states if s.dpsgd is not None]
+
     def load_before(self, server_round: int) -> ClientState | None:
         """State after the last round before ``server_round``, with the newest accountant."""
         files = self._files()

@@ -457,5 +457,10 @@ def validate_policy(policy: DevicePolicy, section: str) -> None:
     for key in ("min_noise_multiplier", "max_epsilon", "max_clip_norm", "max_delta"):
         value = getattr(policy, key)
         _require(value is None or value > 0, f"{section}.{key} must be > 0, got {value}")
+    _require(
+        policy.max_epsilon is None or policy.max_delta is not None,
+        f"{section}.max_epsilon needs {section}.max_delta: ε is only meaningful at a δ the "
+        "device chooses, not the server",
+    )
     rows = policy.max_proxy_rows
     _require(rows is None or rows >= 1, f"{section}.max_proxy_rows must be >= 1, got {rows}")

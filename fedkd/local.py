@@ -96,7 +96,7 @@ def local_round(
         **feature_args(cfg.clients, "clients"),
     )
     optimizer = make_optimizer(model, cfg.clients.lr)
-    if state is not None:
+    if state is not None and state.model:  # an empty model: fresh weights, kept accountant
         model.load_state_dict(state.model)
         if state.optimizer is not None:
             optimizer.load_state_dict(state.optimizer)

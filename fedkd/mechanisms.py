@@ -54,7 +54,8 @@ class CentralMechanism:
     @property
     def releases_every_round(self) -> bool:
         """Whether the mechanism must release even when no valid reply arrived."""
-        return "gaussian" in self.mechs
+        poisson = self.cfg.clients.sampling == "poisson"
+        return "gaussian" in self.mechs or ("pate" in self.mechs and poisson)
 
     @property
     def seeded(self) -> bool:

@@ -24,8 +24,11 @@ def plot_run(rows: list[dict[str, Any]], path: str | Path) -> None:
     ax_acc.set(xlabel="round", ylabel="accuracy", ylim=(0, 1), title="accuracy")
     ax_acc.grid(alpha=0.3)
     ax_acc.legend()
-    ax_bytes.plot(rounds, [r["bytes_up"] for r in rows], marker="o", label="up (all clients)")
-    ax_bytes.plot(rounds, [r["bytes_down"] for r in rows], marker=".", label="down (all clients)")
+    nan = float("nan")  # withheld under Poisson client sampling
+    ups = [nan if r["bytes_up"] is None else r["bytes_up"] for r in rows]
+    downs = [nan if r["bytes_down"] is None else r["bytes_down"] for r in rows]
+    ax_bytes.plot(rounds, ups, marker="o", label="up (all clients)")
+    ax_bytes.plot(rounds, downs, marker=".", label="down (all clients)")
     ax_bytes.set(xlabel="round", ylabel="bytes", title="bytes moved per round")
     ax_bytes.grid(alpha=0.3)
     ax_bytes.legend()

@@ -68,15 +68,15 @@ def serve(grid: Grid, cfg: Config, run: RunDir, *, state_dir: str | None = None)
             }
         )
         logger.info(
-            "round %d/%d  student acc %.4f  teacher acc %.4f  up %d B  down %d B  "
-            "clients %d  %.1fs%s",
+            "round %d/%d  student acc %.4f  teacher acc %.4f  up %s B  down %s B  "
+            "clients %s  %.1fs%s",
             row["round"],
             cfg.rounds,
             row["student_accuracy"],
             row["teacher_accuracy"],
-            row["bytes_up"],
-            row["bytes_down"],
-            row["clients"],
+            _shown(row["bytes_up"]),
+            _shown(row["bytes_down"]),
+            _shown(row["clients"]),
             row["seconds"],
             mechanism.describe(row),
         )
@@ -110,6 +110,10 @@ def serve(grid: Grid, cfg: Config, run: RunDir, *, state_dir: str | None = None)
         plot_run(rows, run.path / "metrics.png")
     run.mark_done(summary)
     return summary
+
+
+def _shown(value: Any) -> str:
+    return "(withheld)" if value is None else str(value)
 
 
 def mean_bytes_up_per_client(rows: list[dict[str, Any]]) -> float:

@@ -213,7 +213,10 @@ class DistillStrategy(Strategy):
                 cid, probs, metrics = self._validate(reply, len(idx), num_classes)
             except ReplyError as err:
                 dropped += 1
-                logger.warning("round %d: dropped reply of node %s: %s", info["round"], src, err)
+                if not secret:
+                    logger.warning(
+                        "round %d: dropped reply of node %s: %s", info["round"], src, err
+                    )
                 continue
             accepted.append((cid, probs, float(metrics[proto.NUM_EXAMPLES]), metrics))
         accepted.sort(key=lambda t: t[0])  # deterministic order whatever the arrival order
@@ -225,10 +228,10 @@ class DistillStrategy(Strategy):
             "bytes_down": int(info["bytes_down"]),
         }
         if secret:
-            if dropped:
-                logger.warning(
-                    "round %d: %d replies dropped (senders withheld)", info["round"], dropped
-                )
+            # Under Poisson sampling the number who took part is secret too: a known sample
+            # size changes the amplification the accountant applies.
+            for key in ("clients", "dropped", "bytes_up", "bytes_down"):
+                row[key] = None
         else:
             row["bytes_up_per_client"] = {str(k): v for k, v in sorted(bytes_up.items())}
         teacher_record: ArrayRecord | None = None

@@ -95,9 +95,14 @@ class RevisitLimits:
 
 
 def _frozen(cfg: Config, dp: DPSGDState, this_round: int, n: int, limits: RevisitLimits) -> bool:
+    if limits.server_steps is None:
+        raise ConfigError(
+            "the train message says nothing of the DP-SGD steps the server charged "
+            "(dpsgd-planned-steps); refusing to train unaccounted steps"
+        )
     if limits.server_steps == 0:
         return True  # the server charged nothing: training would be unaccounted
-    if limits.server_steps is not None and limits.server_steps != this_round:
+    if limits.server_steps != this_round:
         raise ConfigError(
             f"the server charged {limits.server_steps} DP-SGD steps for this round but this "
             f"client's plan is {this_round}; refusing to train unaccounted steps"

@@ -65,6 +65,9 @@ def test_the_insecure_switch_repeats_the_noise_and_every_output_says_it_is_no_gu
 
 
 def _payload(cfg, data, task):
+    from fedkd.privacy.client import steps_per_round
+
+    task = dataclasses.replace(task, dpsgd_steps=steps_per_round(cfg, len(data.y_private)))
     result = local_round(cfg, data, 3, task, None)
     return get_codec("int8").encode(result.probs)
 

@@ -56,7 +56,7 @@ def test_a_client_the_server_did_not_charge_does_not_train(tmp_path):
     assert DPSGDState.from_dict(state.dpsgd).steps == 0
 
 
-def test_poisson_client_sampling_publishes_no_participant_identity(tmp_path, caplog):
+def test_poisson_client_sampling_publishes_no_participant_identity_or_count(tmp_path, caplog):
     cfg = from_dict(
         BASE,
         [
@@ -71,7 +71,9 @@ def test_poisson_client_sampling_publishes_no_participant_identity(tmp_path, cap
         simulate(cfg, tmp_path)
     rows = json.loads((tmp_path / "metrics.json").read_text())["rounds"]
     assert all("bytes_up_per_client" not in r for r in rows)
-    assert sum(r["dropped"] for r in rows) > 0
+    for key in ("clients", "dropped", "bytes_up", "bytes_down"):  # sample size secret too
+        assert all(r[key] is None for r in rows)
+    assert any("replied with an error" in m or "dropped" in m for m in caplog.messages) is False
     round_lines = [m for m in caplog.messages if m.startswith("round ") and "node" in m]
     assert round_lines == []
 
@@ -83,3 +85,21 @@ def test_without_poisson_sampling_bytes_per_client_are_reported(tmp_path, sampli
     rows = json.loads((tmp_path / "metrics.json").read_text())["rounds"]
     assert len(rows[0]["bytes_up_per_client"]) == 6
     assert np.isfinite(rows[0]["student_accuracy"])
+
+
+def test_a_replayed_round_number_never_restores_an_older_accountant(tmp_path):
+    # The audit's attack: after several rounds, ask for round 1 again.
+    from flwr.app import Context, RecordDict
+
+    from client.app import _restore
+
+    cfg = from_dict(BASE, ["rounds=6"])
+    simulate(cfg, tmp_path)
+    store = StateDir(tmp_path / "clients" / "client-0")
+    newest = DPSGDState.from_dict(store.load_before(10**6).dpsgd)
+    ctx = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})
+    # Execute
+    replay = _restore(ctx, store, 1)
+    # Assert: a fresh model, but the accountant keeps every step it ever counted.
+    assert replay.model == {}
+    assert DPSGDState.from_dict(replay.dpsgd).steps == newest.steps > 0

@@ -62,7 +62,7 @@ def _message(cfg, rows: int = 20, server_round: int = 1) -> Message:
         (DevicePolicy(min_noise_multiplier=3.0), [], "min_noise_multiplier = 3.0"),
         (DevicePolicy(max_clip_norm=0.5), [], "max_clip_norm = 0.5"),
         (DevicePolicy(max_delta=1e-6), [], "max_delta = 1e-06"),
-        (DevicePolicy(max_epsilon=0.5), [], "max_epsilon = 0.5"),
+        (DevicePolicy(max_epsilon=0.5, max_delta=1e-5), [], "max_epsilon = 0.5"),
         (DevicePolicy(), ["privacy.insecure_seeded_noise=true"], "allow_insecure_noise"),
     ],
 )
@@ -99,6 +99,18 @@ def test_node_config_keys_build_the_floor_and_bad_values_are_one_line_errors():
     assert policy_from_node_config({"partition-id": 0}) is None
     with pytest.raises(ConfigError, match="node config"):
         policy_from_node_config({"max-epsilon": "lots"})
+    with pytest.raises(ConfigError, match="max_epsilon needs node config.max_delta"):
+        policy_from_node_config({"max-epsilon": "3"})
+
+
+def test_a_train_message_without_the_servers_dpsgd_charge_is_refused(monkeypatch):
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    msg = _message(from_dict(DPSGD))
+    items = dict(msg.content[proto.CONFIG])
+    del items[proto.DPSGD_STEPS]
+    msg.content[proto.CONFIG] = ConfigRecord(items)
+    reply = app(msg, _context({}))
+    assert reply.has_error() and "dpsgd-planned-steps" in reply.error.reason
 
 
 def test_the_client_app_refuses_a_non_private_request_and_trains_nothing(monkeypatch):
@@ -140,14 +152,14 @@ def test_a_device_freezes_at_its_own_epsilon_whatever_the_server_budget(monkeypa
     cfg = from_dict(DPSGD)
     monkeypatch.delenv(ENV_VAR, raising=False)
     state = RecordDict()
-    ctx = _context({"max-epsilon": "100"}, state)
+    ctx = _context({"max-epsilon": "100", "max-delta": "1e-5"}, state)
     first = app(_message(cfg, server_round=1), ctx)
     n = int(first.content[proto.METRICS][proto.NUM_EXAMPLES])
     plan = initial_state(cfg, n)
     eps1 = epsilon([dpsgd_release("c", 0, 1, plan, n, cfg)], cfg.privacy.delta)
     eps2 = epsilon([dpsgd_release("c", 0, 2, plan, n, cfg)], cfg.privacy.delta)
     cap = (eps1 + eps2) / 2
-    ctx = _context({"max-epsilon": str(cap)}, state)
+    ctx = _context({"max-epsilon": str(cap), "max-delta": "1e-5"}, state)
     # Execute: the run plans more than the cap, so a fresh request is refused...
     refused = app(_message(cfg, server_round=2), ctx)
     assert refused.has_error() and "max_epsilon" in refused.error.reason
