@@ -101,14 +101,22 @@ def refuse_batchnorm(model: nn.Module) -> None:
     """
     from opacus.validators import ModuleValidator
 
-    if not ModuleValidator.validate(model, strict=False):
-        return
-    offenders = []
-    for name, module in model.named_modules():
-        errors = ModuleValidator.validate(module, strict=False)
-        if errors and not any(ModuleValidator.validate(c, strict=False) for c in module.children()):
-            reason = str(errors[0]).split(".")[0]
-            offenders.append(f"{name or '<root>'} ({type(module).__name__}): {reason}")
+    # Opacus also rejects a module in eval mode; that is no property of the architecture.
+    modes = {m: m.training for m in model.modules()}
+    model.train()
+    try:
+        if not ModuleValidator.validate(model, strict=False):
+            return
+        offenders = []
+        for name, module in model.named_modules():
+            errors = ModuleValidator.validate(module, strict=False)
+            children = module.children()
+            if errors and not any(ModuleValidator.validate(c, strict=False) for c in children):
+                reason = str(errors[0]).split(".")[0]
+                offenders.append(f"{name or '<root>'} ({type(module).__name__}): {reason}")
+    finally:
+        for m, training in modes.items():
+            m.training = training
     raise ValueError(
         "model is not DP-SGD compatible; replace these modules (LayerNorm / GroupNorm(1, c) "
         "instead of BatchNorm): " + "; ".join(offenders)

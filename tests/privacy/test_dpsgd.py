@@ -233,6 +233,18 @@ def test_a_layernorm_model_is_accepted() -> None:
     refuse_batchnorm(model)
 
 
+def test_a_model_in_eval_mode_is_judged_by_its_modules_and_keeps_its_mode() -> None:
+    # Prepare: Opacus' validator also rejects eval mode, which says nothing of the modules.
+    good = nn.Sequential(nn.Linear(FEATURES, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    bad = nn.Sequential(nn.Linear(FEATURES, 8), nn.BatchNorm1d(8)).eval()
+
+    # Execute / Assert
+    refuse_batchnorm(good)
+    with pytest.raises(ValueError, match=r"1 \(BatchNorm1d\)"):
+        refuse_batchnorm(bad)
+    assert not any(m.training for m in [*good.modules(), *bad.modules()])
+
+
 def test_the_state_has_no_accountant_to_choose() -> None:
     # Prepare: a state saved by the old code (it carried an accountant and its history).
     old = {**_state().to_dict(), "accountant": "gdp", "accountant_state": {"history": []}}
