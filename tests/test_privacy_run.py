@@ -27,6 +27,21 @@ def _rows(run):
     return json.loads((run / "metrics.json").read_text())["rounds"]
 
 
+def _google_replace_one_epsilon(sigma: float, q: float, steps: int, delta: float) -> float:
+    """Independent dp_accounting PLD (replace-one) of ``steps`` Poisson-sampled Gaussians."""
+    from dp_accounting import dp_event
+    from dp_accounting.pld import PLDAccountant
+    from dp_accounting.privacy_accountant import NeighboringRelation
+
+    accountant = PLDAccountant(NeighboringRelation.REPLACE_ONE, value_discretization_interval=1e-4)
+    accountant.compose(
+        dp_event.SelfComposedDpEvent(
+            dp_event.PoissonSampledDpEvent(q, dp_event.GaussianDpEvent(sigma)), steps
+        )
+    )
+    return float(accountant.get_epsilon(delta))
+
+
 def test_dpsgd_epsilon_reported_equals_ledger_recomputation(tmp_path):
     cfg = from_dict(
         SMALL,
@@ -34,7 +49,7 @@ def test_dpsgd_epsilon_reported_equals_ledger_recomputation(tmp_path):
     )
     summary = simulate(cfg, tmp_path / "r")
     ledger = PrivacyLedger.load(tmp_path / "r" / "ledger.json")
-    per_client = {s: epsilon(ledger.for_subject(s), 1e-3, "prv") for s in ledger.subjects()}
+    per_client = {s: epsilon(ledger.for_subject(s), 1e-3) for s in ledger.subjects()}
     assert len(per_client) == 4
     assert summary["epsilon_example"] == pytest.approx(max(per_client.values()), rel=1e-9)
     assert _rows(tmp_path / "r")[-1]["epsilon_example"] == pytest.approx(summary["epsilon_example"])
@@ -43,9 +58,21 @@ def test_dpsgd_epsilon_reported_equals_ledger_recomputation(tmp_path):
     # ε is cumulative: it grows round by round.
     eps = [r["epsilon_example"] for r in _rows(tmp_path / "r")]
     assert eps == sorted(eps) and eps[0] < eps[-1]
+    # Every release is replace-one (dataset sizes are published) and not seeded; the worst
+    # client's ε equals an independent dp_accounting PLD of its (σ, q, total steps).
+    assert all(r.relation == "replace_one" and not r.seeded for r in ledger.releases)
+    worst = max(per_client, key=per_client.get)
+    history = ledger.for_subject(worst)
+    assert len({(r.noise_multiplier, r.sample_rate) for r in history}) == 1
+    independent = _google_replace_one_epsilon(
+        history[0].noise_multiplier, history[0].sample_rate, sum(r.steps for r in history), 1e-3
+    )
+    assert summary["epsilon_example"] == pytest.approx(independent, rel=1e-9)
     table = privacy_table(tmp_path / "r")
     assert table[0]["scope"] == "example"
-    assert table[0]["eps_pld"] <= table[0]["eps_rdp"]
+    assert (table[0]["accountant"], table[0]["relation"]) == ("pld", "replace_one")
+    assert table[0]["eps"] == pytest.approx(summary["epsilon_example"])
+    assert table[0]["eps_rdp"] is None  # RDP has no replace-one bound with q < 1
 
 
 def test_gaussian_budget_stops_the_run_cleanly_and_keeps_results(tmp_path, capsys):
@@ -64,7 +91,10 @@ def test_gaussian_budget_stops_the_run_cleanly_and_keeps_results(tmp_path, capsy
     assert rows[-1]["epsilon_client"] <= 12
     ledger = PrivacyLedger.load(tmp_path / "g" / "ledger.json")
     assert len(ledger) == len(rows)
-    assert epsilon(ledger.releases, 1e-3, "rdp") == pytest.approx(rows[-1]["epsilon_client"])
+    assert epsilon(ledger.releases, 1e-3) == pytest.approx(rows[-1]["epsilon_client"])
+    # No sampling: replace-one is one Gaussian per round with shift 2/σ, which RDP also
+    # accounts (as add/remove with σ/2); PLD is the tighter of the two.
+    assert rows[-1]["epsilon_client"] <= epsilon(ledger.releases, 1e-3, "rdp")
 
 
 def test_pate_votes_travel_as_one_bit_and_unanswered_rows_are_not_distilled(tmp_path):
@@ -81,8 +111,10 @@ def test_pate_votes_travel_as_one_bit_and_unanswered_rows_are_not_distilled(tmp_
     assert max(per_client) < 40 * 10 / 8 + 400  # packed votes plus record overhead
     assert all(0 <= r["answered"] <= 40 for r in rows)
     ledger = PrivacyLedger.load(tmp_path / "p" / "ledger.json")
-    assert [r.steps for r in ledger.releases] == [r["answered"] for r in rows]
-    assert all(r.threshold_checks == 40 for r in ledger.releases)
+    # Confident-GNMax is charged GNMax noise on every checked query, answered or not (the
+    # number answered is data-dependent), and every query is checked: one release a round.
+    assert len(ledger) == len(rows)
+    assert all(r.steps == 40 and r.threshold_checks == 40 for r in ledger.releases)
 
 
 def test_delta_not_below_one_over_n_is_refused_at_start(tmp_path, capsys):
@@ -125,11 +157,21 @@ def test_dp_reply_holds_only_predictions_and_metrics(tmp_path):
         SMALL,
         ["privacy.mechanisms=[dpsgd]", "privacy.dpsgd.noise_multiplier=1.0", "privacy.delta=1e-3"],
     )
+    from fedkd.clientdata import client_data
+    from fedkd.privacy.client import steps_per_round
+
+    # The server charges the round's planned DP-SGD steps and says so in the message.
+    n = len(client_data(cfg.data, cfg.seed, cfg.clients.num_clients, 0).y_private)
+    planned = steps_per_round(cfg, n)
     msg = Message(
         RecordDict(
             {
                 "config": ConfigRecord(
-                    {"server-round": 1, "fedkd-config": _json.dumps(to_dict(cfg))}
+                    {
+                        "server-round": 1,
+                        "fedkd-config": _json.dumps(to_dict(cfg)),
+                        "dpsgd-planned-steps": planned,
+                    }
                 ),
                 "proxy": ArrayRecord({"idx": Array(np.arange(40, dtype=np.int32))}),
             }
@@ -151,6 +193,7 @@ def test_dp_reply_holds_only_predictions_and_metrics(tmp_path):
     assert not reply.content.config_records
     assert [a.numpy().shape for a in reply.content["predictions"].values()] == [(40, 10)]
     assert reply.content["metrics"]["dpsgd-epsilon"] > 0
+    assert reply.content["metrics"]["dpsgd-steps"] == planned
     # No statistic of the private data itself (training loss, accuracy on the private set)
     # leaves a DP client: only its size, public-data figures and the DP-SGD bookkeeping.
     assert set(reply.content["metrics"]) == {
@@ -159,6 +202,7 @@ def test_dp_reply_holds_only_predictions_and_metrics(tmp_path):
         "digest-loss",
         "dpsgd-epsilon",
         "dpsgd-steps",
+        "dpsgd-steps-total",
         "dpsgd-noise",
         "dpsgd-sample-rate",
         "dpsgd-population",
