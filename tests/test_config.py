@@ -60,16 +60,13 @@ def test_dpsgd_needs_exactly_one_of_noise_and_target():
         from_dict({"privacy": {"mechanisms": ["dpsgd"]}})
 
 
-def test_gdp_accountant_refused():
-    with pytest.raises(ConfigError, match="never gdp"):
-        from_dict(
-            {},
-            [
-                "privacy.mechanisms=[dpsgd]",
-                "privacy.dpsgd.noise_multiplier=1.0",
-                "privacy.dpsgd.accountant=gdp",
-            ],
-        )
+@pytest.mark.parametrize("accountant", ["gdp", "rdp", "prv"])
+def test_only_the_pld_accountant_is_accepted_for_dpsgd(accountant):
+    # Replace-one with Poisson sampling is accounted by PLD only; GDP is never allowed.
+    sets = ["privacy.mechanisms=[dpsgd]", "privacy.dpsgd.noise_multiplier=1.0"]
+    with pytest.raises(ConfigError, match=rf"accountant must be pld.*got '{accountant}'"):
+        from_dict({}, [*sets, f"privacy.dpsgd.accountant={accountant}"])
+    assert from_dict({}, sets).privacy.dpsgd.accountant == "pld"
 
 
 def test_missing_and_malformed_files(tmp_path):
