@@ -201,5 +201,12 @@ def test_dropouts_release_nothing_and_the_run_completes(tmp_path):
     dropped = sum(r["dropped"] for r in rows)
     answered = sum(r["clients"] for r in rows)
     assert dropped > 0 and answered + dropped == 15
-    # One DP-SGD ledger entry per answered client-round, none for dropped ones.
-    assert len(ledger["releases"]) == answered
+    # The server charges each sampled client's planned DP-SGD steps when the message goes
+    # out, before it knows whether the client will answer: one entry per sent client-round,
+    # dropped ones included (the ledger can only over-count), and nothing beyond the plan.
+    from fedkd.privacy.client import steps_per_round
+
+    assert len(ledger["releases"]) == answered + dropped
+    assert all(r["steps"] == steps_per_round(cfg, r["population"]) for r in ledger["releases"])
+    per_round = {r["round"] for r in ledger["releases"]}
+    assert per_round == {1, 2, 3}
