@@ -42,8 +42,9 @@ def test_dpsgd_update_noise_has_the_ledger_sigma():
     )
     model = torch.nn.Linear(features, classes, bias=False)
     before = model.weight.detach().clone()
-    # Execute
-    _, _, metrics = private_revisit(cfg, model, data, 0, 1, None, RevisitLimits(None, None))
+    # Execute: the server charged this round's one planned step.
+    limits = RevisitLimits(server_steps=1, budget=None)
+    _, _, metrics = private_revisit(cfg, model, data, 0, 1, None, limits)
     # Assert: q = 1 (one full batch), so the expected batch is n.
     delta_w = (model.weight.detach() - before).numpy().ravel()
     measured_sigma = delta_w.std() * n / (1.0 * 0.5)
