@@ -150,6 +150,43 @@ class SeededFedAvg(FedAvg):
         return self._construct_messages(record, node_ids, MessageType.TRAIN)
 
 
+def _private(cfg: Config, inner: FedAvg, k: int, delta: float) -> tuple[Any, Any]:
+    """``inner`` wrapped in the fixed-denominator DP strategy, and its Flower accountant."""
+    from flwr.serverapp import NeighboringRelation, PrivacyConfig, RdpAccountant, SamplingMethod
+
+    from fedkd.baselines.dpfedavg import DifferentialPrivacyFixedDenominator
+
+    accountant = RdpAccountant(
+        PrivacyConfig(
+            target_delta=delta,
+            population_size=cfg.clients.num_clients,
+            neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
+            sampling_method=SamplingMethod.NO_AMPLIFICATION,
+            max_epsilon=cfg.privacy.max_epsilon,
+        )
+    )
+    g = cfg.privacy.gaussian
+    strategy = DifferentialPrivacyFixedDenominator(
+        inner, g.noise_multiplier, g.clip_norm, k, accountant=accountant
+    )
+    return strategy, accountant
+
+
+def _extra(cfg: Config, k: int, private: bool) -> dict[str, Any]:
+    """The method-specific keys of the ``DONE`` summary."""
+    extra: dict[str, Any] = {"clients_per_round": k}
+    if private:
+        extra.update(
+            {
+                "noise_multiplier": cfg.privacy.gaussian.noise_multiplier,
+                "clip_norm": cfg.privacy.gaussian.clip_norm,
+                "accounting": "flwr RdpAccountant, no-amplification, add-or-remove-one",
+                "mechanism": "sum of clipped updates / K asked, noise σ·S/K, OS entropy",
+            }
+        )
+    return extra
+
+
 def run_fedavg(cfg: Config, out: str | Path, *, private: bool = False) -> dict[str, Any]:
     """Run FedAvg (``private=False``) or DP-FedAvg (``private=True``) into ``out``.
 
@@ -162,22 +199,16 @@ def run_fedavg(cfg: Config, out: str | Path, *, private: bool = False) -> dict[s
     out : str or Path
         A fresh run directory.
     private : bool
-        Wrap FedAvg in Flower's server-side fixed-clipping DP strategy with its accountant.
+        Wrap FedAvg in :class:`~fedkd.baselines.dpfedavg.DifferentialPrivacyFixedDenominator`
+        with Flower's ``RdpAccountant``.
 
     Returns
     -------
     dict
         The summary written to ``DONE`` (``epsilon_client``/``delta_client`` when private).
     """
-    from flwr.serverapp import (
-        NeighboringRelation,
-        PrivacyConfig,
-        RdpAccountant,
-        SamplingMethod,
-    )
     from flwr.serverapp.exception import PrivacyBudgetExhausted
 
-    from fedkd.baselines.dpfedavg import DifferentialPrivacyFixedDenominator
     from fedkd.privacy.checks import client_delta
 
     torch.set_num_threads(1)
@@ -210,19 +241,7 @@ def run_fedavg(cfg: Config, out: str | Path, *, private: bool = False) -> dict[s
     )
     accountant = None
     if private:
-        g = cfg.privacy.gaussian
-        accountant = RdpAccountant(
-            PrivacyConfig(
-                target_delta=delta,
-                population_size=n_clients,
-                neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
-                sampling_method=SamplingMethod.NO_AMPLIFICATION,
-                max_epsilon=cfg.privacy.max_epsilon,
-            )
-        )
-        strategy = DifferentialPrivacyFixedDenominator(
-            strategy, g.noise_multiplier, g.clip_norm, k, accountant=accountant
-        )
+        strategy, accountant = _private(cfg, strategy, k, delta)
     grid = CountingGrid(app, n_clients)
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
@@ -259,14 +278,4 @@ def run_fedavg(cfg: Config, out: str | Path, *, private: bool = False) -> dict[s
     except PrivacyBudgetExhausted as err:
         stopped = f"privacy budget reached: {err}"
         logger.warning("%s: %s", method, stopped)
-    extra: dict[str, Any] = {"clients_per_round": k}
-    if private:
-        extra.update(
-            {
-                "noise_multiplier": cfg.privacy.gaussian.noise_multiplier,
-                "clip_norm": cfg.privacy.gaussian.clip_norm,
-                "accounting": "flwr RdpAccountant, no-amplification, add-or-remove-one",
-                "mechanism": "sum of clipped updates / K asked, noise σ·S/K, OS entropy",
-            }
-        )
-    return rec.finish(extra, stopped=stopped)
+    return rec.finish(_extra(cfg, k, private), stopped=stopped)
