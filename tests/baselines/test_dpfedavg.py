@@ -83,7 +83,7 @@ def _app(step, fail=()):
     return app
 
 
-def _run_wrapper(app, k, sigma, rounds, dim=5000):
+def _run_wrapper(app, k, sigma, rounds, dim=5000, max_epsilon=None):
     """Run the wrapper on an in-process grid; return each round's released arrays, accountant."""
     accountant = RdpAccountant(
         PrivacyConfig(
@@ -91,6 +91,7 @@ def _run_wrapper(app, k, sigma, rounds, dim=5000):
             population_size=k,
             neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
             sampling_method=SamplingMethod.NO_AMPLIFICATION,
+            max_epsilon=max_epsilon,
         )
     )
     inner = SeededFedAvg(fraction_evaluate=0.0, min_train_nodes=2, min_available_nodes=k, seed=0)
@@ -127,6 +128,22 @@ def test_lost_replies_count_as_zero_and_never_lower_the_charge():
     np.testing.assert_allclose(released, 0.0, atol=1e-3)  # w_t plus noise only
     eps = {a.get_epsilon(1e-5) for a in (all_in, one_lost, none_in)}
     assert len(eps) == 1 and all_in.num_releases == one_lost.num_releases == 3
+
+
+def test_a_round_over_max_epsilon_is_refused_before_anything_is_sent():
+    from flwr.serverapp.exception import PrivacyBudgetExhausted
+
+    asked = []
+    app = ClientApp()
+
+    @app.train()
+    def _train(msg: Message, context) -> Message:
+        asked.append(int(context.node_config["partition-id"]))
+        return Message(RecordDict({"arrays": msg.content["arrays"]}), reply_to=msg)
+
+    with pytest.raises(PrivacyBudgetExhausted):
+        _run_wrapper(app, 3, 1.0, rounds=5, dim=4, max_epsilon=1e-3)
+    assert asked == []
 
 
 def _rows(tmp_path, method, name, raw=None):
