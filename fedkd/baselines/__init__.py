@@ -7,8 +7,9 @@ method             what runs
 ``central-dpsgd``  the same with Opacus DP-SGD (example-level ε)
 ``local``          each client alone on its partition (mean and worst client accuracy)
 ``fedavg``         Flower's ``FedAvg`` with the student architecture (weights travel)
-``dp-fedavg``      ``FedAvg`` in Flower's ``DifferentialPrivacyServerSideFixedClipping``
-                   with its ``RdpAccountant`` (client-level ε, no amplification)
+``dp-fedavg``      ``FedAvg`` in a fixed-denominator server-side DP wrapper
+                   (:mod:`fedkd.baselines.dpfedavg`) with Flower's ``RdpAccountant``
+                   (client-level ε, no amplification)
 ``fedkd``          the federated-distillation run itself (:func:`simulations.runner.simulate`)
 =================  =================================================================
 

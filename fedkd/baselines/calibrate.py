@@ -14,8 +14,10 @@ written into the existing keys:
   round over ``distill.proxy_per_round`` queries, GNMax on every query plus every
   threshold check (see :mod:`fedkd.privacy.accounting`).
 * ``dp-fedavg``: ``privacy.gaussian.noise_multiplier`` so that ``rounds`` Gaussian releases
-  *without* sampling amplification reach ε (the only accounted mode of Flower's fixed
-  clipping wrapper), checked with Flower's ``RdpAccountant`` itself.
+  *without* sampling amplification reach ε, checked with Flower's ``RdpAccountant`` itself.
+  σ is the noise multiplier relative to the sensitivity ``S / K`` of
+  :mod:`fedkd.baselines.dpfedavg` (sum of clipped updates over the fixed number K of
+  clients asked; noise std ``σ · S / K``), one release per round.
 
 Every calibration is conservative (the resulting ε is at most the target).
 """
@@ -109,7 +111,12 @@ def pate_sigma(
 
 
 def dp_fedavg_sigma(epsilon: float, delta: float, rounds: int, population: int) -> float:
-    """σ of DP-FedAvg for ``rounds`` releases, no amplification, by Flower's RdpAccountant."""
+    """σ of DP-FedAvg for ``rounds`` releases, no amplification, by Flower's RdpAccountant.
+
+    The fixed-denominator mechanism has sensitivity ``S / K`` and noise std ``σ · S / K``,
+    so each round is a Gaussian mechanism with noise multiplier exactly σ; ``population``
+    and the event's sample size do not enter the no-amplification bound.
+    """
     from flwr.serverapp import (
         GaussianPrivacyEvent,
         NeighboringRelation,

@@ -1,21 +1,26 @@
-"""FedAvg and DP-FedAvg baselines on Flower's built-in strategies (weights DO travel).
+"""FedAvg and DP-FedAvg baselines on Flower's FedAvg strategy (weights DO travel).
 
-``fedavg`` runs ``flwr.serverapp.strategy.FedAvg`` with the student architecture (with
-fixed public features, ``distill.feature_map`` / ``distill.public_features``, only the
-trainable head travels: the feature map is public and the same on every node);
-``dp-fedavg`` wraps it in ``DifferentialPrivacyServerSideFixedClipping`` with Flower's
+``fedavg`` runs :class:`SeededFedAvg` (Flower's ``FedAvg`` whose node sampling draws from
+its own generator seeded from ``seed``, not from the global ``random``) with the student
+architecture (with fixed public features, ``distill.feature_map`` /
+``distill.public_features``, only the trainable head travels: the feature map is public and
+the same on every node); ``dp-fedavg`` wraps it in
+:class:`~fedkd.baselines.dpfedavg.DifferentialPrivacyFixedDenominator` (server-side
+clipping, the sum of clipped updates divided by the fixed number K of clients asked,
+Gaussian noise of std ``σ · clip_norm / K`` from OS entropy) with Flower's
 ``RdpAccountant``. Both run on an in-process Grid (:class:`CountingGrid`) with the small
 ClientApp :data:`app` of this module, which trains the received weights on the client's
 partition for ``clients.local_epochs`` epochs and sends them back.
 
-Flower 1.42's accounted fixed-clipping wrapper accepts only
-``SamplingMethod.NO_AMPLIFICATION`` with ``NeighboringRelation.ADD_OR_REMOVE_ONE``, FedAvg's
-own ``aggregate_train`` and equal client weights. So ``dp-fedavg`` samples a fixed number of
-clients per round (all, or ``clients.sample_size`` with ``clients.sampling: fixed``), every
-client reports ``num-examples = 1``, and ε is accounted *without* sampling amplification
-(Poisson client sampling is not available in that combination). Noise: std
-``σ · clip_norm / K`` on the mean update, σ = ``privacy.gaussian.noise_multiplier``, clip =
-``privacy.gaussian.clip_norm``, δ = ``privacy.client_delta`` (else ``privacy.delta``).
+``dp-fedavg`` samples a fixed number of clients per round (all, or ``clients.sample_size``
+with ``clients.sampling: fixed``) and ε is accounted *without* sampling amplification
+(``SamplingMethod.NO_AMPLIFICATION``, ``NeighboringRelation.ADD_OR_REMOVE_ONE``): one
+release per round, charged before the replies arrive. σ = ``privacy.gaussian.noise_multiplier``,
+clip = ``privacy.gaussian.clip_norm``, δ = ``privacy.client_delta`` (else ``privacy.delta``).
+
+Randomness: model initialisation, node sampling and the clients' minibatches are seeded
+from ``seed`` (non-private FedAvg is bit-reproducible); the DP noise is not (it comes from
+``os.urandom``). Nothing here seeds the global ``random`` or NumPy generators.
 """
 
 from __future__ import annotations
@@ -23,13 +28,24 @@ from __future__ import annotations
 import json
 import logging
 import random
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
 
 from fedkd.baselines.common import (
     CountingGrid,
@@ -98,10 +114,77 @@ def _fraction(cfg: Config, private: bool) -> float:
         return c.sample_size / c.num_clients
     if private:
         raise ConfigError(
-            "dp-fedavg: Flower's accounted DifferentialPrivacyServerSideFixedClipping supports "
-            "only no-amplification accounting; set clients.sampling to all or fixed"
+            "dp-fedavg is accounted with no-amplification (a fixed number of clients asked "
+            "per round); set clients.sampling to all or fixed"
         )
     return c.sample_rate  # FedAvg samples round(N * fraction) nodes, not Poisson
+
+
+class SeededFedAvg(FedAvg):
+    """Flower's ``FedAvg`` whose node sampling uses its own ``random.Random(seed)``.
+
+    Flower's ``FedAvg.configure_train`` samples with the global ``random`` module; this one
+    samples the same number of nodes (``max(int(N · fraction_train), min_train_nodes)``)
+    from the sorted node ids with a private generator, so runs are reproducible without
+    seeding any global RNG. Everything else is Flower's ``FedAvg``.
+    """
+
+    def __init__(self, *args: Any, seed: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        mixed = np.random.SeedSequence([int(seed), 31]).generate_state(1)[0]
+        self._sampler = random.Random(int(mixed))
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Sample nodes with the private generator; send them the arrays and config."""
+        if self.fraction_train == 0.0:
+            return []
+        nodes = sorted(int(n) for n in grid.get_node_ids())
+        if len(nodes) < self.min_available_nodes:
+            raise RuntimeError(f"{len(nodes)} nodes, need {self.min_available_nodes}")
+        size = min(max(int(len(nodes) * self.fraction_train), self.min_train_nodes), len(nodes))
+        node_ids = nodes if size == len(nodes) else self._sampler.sample(nodes, size)
+        config["server-round"] = server_round
+        record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
+        return self._construct_messages(record, node_ids, MessageType.TRAIN)
+
+
+def _private(cfg: Config, inner: FedAvg, k: int, delta: float) -> tuple[Any, Any]:
+    """``inner`` wrapped in the fixed-denominator DP strategy, and its Flower accountant."""
+    from flwr.serverapp import NeighboringRelation, PrivacyConfig, RdpAccountant, SamplingMethod
+
+    from fedkd.baselines.dpfedavg import DifferentialPrivacyFixedDenominator
+
+    accountant = RdpAccountant(
+        PrivacyConfig(
+            target_delta=delta,
+            population_size=cfg.clients.num_clients,
+            neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
+            sampling_method=SamplingMethod.NO_AMPLIFICATION,
+            max_epsilon=cfg.privacy.max_epsilon,
+        )
+    )
+    g = cfg.privacy.gaussian
+    strategy = DifferentialPrivacyFixedDenominator(
+        inner, g.noise_multiplier, g.clip_norm, k, accountant=accountant
+    )
+    return strategy, accountant
+
+
+def _extra(cfg: Config, k: int, private: bool) -> dict[str, Any]:
+    """The method-specific keys of the ``DONE`` summary."""
+    extra: dict[str, Any] = {"clients_per_round": k}
+    if private:
+        extra.update(
+            {
+                "noise_multiplier": cfg.privacy.gaussian.noise_multiplier,
+                "clip_norm": cfg.privacy.gaussian.clip_norm,
+                "accounting": "flwr RdpAccountant, no-amplification, add-or-remove-one",
+                "mechanism": "sum of clipped updates / K asked, noise σ·S/K, OS entropy",
+            }
+        )
+    return extra
 
 
 def run_fedavg(cfg: Config, out: str | Path, *, private: bool = False) -> dict[str, Any]:
@@ -116,21 +199,15 @@ def run_fedavg(cfg: Config, out: str | Path, *, private: bool = False) -> dict[s
     out : str or Path
         A fresh run directory.
     private : bool
-        Wrap FedAvg in Flower's server-side fixed-clipping DP strategy with its accountant.
+        Wrap FedAvg in :class:`~fedkd.baselines.dpfedavg.DifferentialPrivacyFixedDenominator`
+        with Flower's ``RdpAccountant``.
 
     Returns
     -------
     dict
         The summary written to ``DONE`` (``epsilon_client``/``delta_client`` when private).
     """
-    from flwr.serverapp import (
-        NeighboringRelation,
-        PrivacyConfig,
-        RdpAccountant,
-        SamplingMethod,
-    )
     from flwr.serverapp.exception import PrivacyBudgetExhausted
-    from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg
 
     from fedkd.privacy.checks import client_delta
 
@@ -155,30 +232,17 @@ def run_fedavg(cfg: Config, out: str | Path, *, private: bool = False) -> dict[s
         cfg.seed,
         data.x_test,
     )
-    strategy: Any = FedAvg(
+    strategy: Any = SeededFedAvg(
         fraction_train=fraction,
         fraction_evaluate=0.0,
         min_train_nodes=min(2, n_clients),
         min_available_nodes=n_clients,
+        seed=cfg.seed,
     )
     accountant = None
     if private:
-        g = cfg.privacy.gaussian
-        accountant = RdpAccountant(
-            PrivacyConfig(
-                target_delta=delta,
-                population_size=n_clients,
-                neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
-                sampling_method=SamplingMethod.NO_AMPLIFICATION,
-                max_epsilon=cfg.privacy.max_epsilon,
-            )
-        )
-        strategy = DifferentialPrivacyServerSideFixedClipping(
-            strategy, g.noise_multiplier, g.clip_norm, k, accountant=accountant
-        )
+        strategy, accountant = _private(cfg, strategy, k, delta)
     grid = CountingGrid(app, n_clients)
-    random.seed(cfg.seed)  # Flower's node sampling uses the global `random`
-    np.random.seed(cfg.seed % 2**32)  # noqa: NPY002 - Flower draws its DP noise from it
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         if server_round == 0:
@@ -214,13 +278,4 @@ def run_fedavg(cfg: Config, out: str | Path, *, private: bool = False) -> dict[s
     except PrivacyBudgetExhausted as err:
         stopped = f"privacy budget reached: {err}"
         logger.warning("%s: %s", method, stopped)
-    extra: dict[str, Any] = {"clients_per_round": k}
-    if private:
-        extra.update(
-            {
-                "noise_multiplier": cfg.privacy.gaussian.noise_multiplier,
-                "clip_norm": cfg.privacy.gaussian.clip_norm,
-                "accounting": "flwr RdpAccountant, no-amplification, add-or-remove-one",
-            }
-        )
-    return rec.finish(extra, stopped=stopped)
+    return rec.finish(_extra(cfg, k, private), stopped=stopped)
