@@ -44,6 +44,7 @@ USER_ERROR = 100  # Error code of replies caused by a node's data or config, not
 SIMULATED_DROPOUT = 101  # Error code of a simulated dropout (faults.dropout)
 SIMULATED_LOSS = 102  # Error code standing for a reply lost after training (faults.lose_replies)
 POLICY_REFUSAL = 103  # Error code of a request refused by the device's privacy floor
+CLIENT_FAILURE = 104  # Error code of any other failure (its text stays on the device)
 _DATA_ERROR_REPLY = "its local data failed validation (details in the device's own log)"
 
 
@@ -140,14 +141,18 @@ def _task(msg: Message) -> RoundTask:
     )
 
 
+def _who(context: Context) -> object:
+    ids = context.node_config
+    return ids.get("partition-id", ids.get("client-id", context.node_id))
+
+
 def _user_error(msg: Message, context: Context, err: Exception) -> Message:
     """Error reply for a problem the node's operator or the server's config can fix.
 
     A data error's message can carry facts about the private data (a label, a path, a
     count), so the server only hears that the data failed; the device logs the detail.
     """
-    ids = context.node_config
-    who = ids.get("partition-id", ids.get("client-id", context.node_id))
+    who = _who(context)
     logger.error("node %s: %s", who, err)
     detail = _DATA_ERROR_REPLY if isinstance(err, DataError) else str(err)
     code = POLICY_REFUSAL if isinstance(err, PolicyError) else USER_ERROR
@@ -197,6 +202,10 @@ def train(msg: Message, context: Context) -> Message:
         cfg, cid, task, result = _round(msg, context)
     except (ConfigError, DataError, ModelError) as err:
         return _user_error(msg, context, err)
+    except Exception:  # noqa: BLE001 - its text may hold facts of the private data
+        logger.exception("node %s: the round failed", _who(context))
+        reason = f"node {_who(context)}: the round failed (details in the device's own log)"
+        return Message(Error(code=CLIENT_FAILURE, reason=reason), reply_to=msg)
     if attacks.drops_out(cfg.seed, task.server_round, cid, cfg.faults.lose_replies, tag=0x105E):
         # Trained and saved, then the reply never reaches the server.
         return Message(Error(code=SIMULATED_LOSS, reason=f"node {cid}: reply lost"), reply_to=msg)

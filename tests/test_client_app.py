@@ -87,3 +87,19 @@ def test_bad_partition_gives_an_error_reply_naming_the_node():
     reply = app(_train_message(cfg, np.arange(5)), _context(7))
     assert reply.has_error()
     assert "node 7" in reply.error.reason and "partition-id 7" in reply.error.reason
+
+
+def test_an_unexpected_failure_reaches_the_server_without_its_text(monkeypatch):
+    # Prepare: a failure whose message carries a fact of the private data.
+    import client.app as client_app
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("private label 7 at row 12")
+
+    monkeypatch.setattr(client_app, "local_round", boom)
+    cfg = from_dict({"clients": {"num_clients": 3}})
+    # Execute
+    reply = app(_train_message(cfg, np.arange(10)), _context(0))
+    # Assert
+    assert reply.has_error() and reply.error.code == client_app.CLIENT_FAILURE
+    assert "private" not in reply.error.reason and "device's own log" in reply.error.reason

@@ -43,7 +43,6 @@ sampling is not hardened against Mironov 2012; a documented limitation.)
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -51,14 +50,11 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Strategy
 
+from fedkd.privacy.entropy import numpy_rng
+
 logger = logging.getLogger(__name__)
 
 Update = Sequence[np.ndarray]
-
-
-def os_entropy_rng() -> np.random.Generator:
-    """A NumPy Generator seeded with 256 bits from ``os.urandom`` (never from a run seed)."""
-    return np.random.Generator(np.random.PCG64(int.from_bytes(os.urandom(32), "little")))
 
 
 def clip_update(update: Update, clip_norm: float) -> list[np.ndarray]:
@@ -129,7 +125,7 @@ def private_mean_update(
     noise_multiplier : float
         σ ≥ 0, relative to the sensitivity ``S / K``.
     rng : np.random.Generator
-        The noise source (:func:`os_entropy_rng` in the strategy).
+        The noise source (:func:`fedkd.privacy.entropy.numpy_rng` in the strategy).
 
     Returns
     -------
@@ -183,7 +179,7 @@ class DifferentialPrivacyFixedDenominator(Strategy):
         self.clipping_norm = float(clipping_norm)
         self.num_sampled_clients = int(num_sampled_clients)
         self.accountant = accountant
-        self._rng = os_entropy_rng()  # never seeded from the run, never saved
+        self._rng = numpy_rng()  # never seeded from the run, never saved
         self._current = ArrayRecord()
         self._asked: dict[int, frozenset[int]] = {}
 

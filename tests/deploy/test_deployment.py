@@ -162,6 +162,30 @@ def test_bad_data_path_gives_an_error_reply_and_the_run_completes(
     assert f"node 2: {missing}: data-path not found" in nodes["node2"].text()
 
 
+def test_a_device_floor_refuses_a_weaker_request_over_a_real_superlink(
+    cluster: LocalDeployment, nodes, tmp_path: Path
+) -> None:
+    # Prepare: device 2 requires DP-SGD with σ >= 1; the server asks for none at all.
+    files = _device_files(tmp_path)
+    floor = "require-mechanisms='dpsgd' min-noise-multiplier=1.0"
+    for i, name in enumerate(NODES):
+        extra = floor if i == 2 else ""
+        nodes[name] = cluster.start_supernode(
+            name, f"client-id={i} data-path='{files[i]}' state-dir='{tmp_path / name}' {extra}"
+        )
+    out = tmp_path / "run"
+    # Execute
+    cluster.run(f"out-dir='{out}' overrides='{FAST}'")
+    rows = _wait_done(cluster, out, 120, nodes)["rounds"]
+    # Assert: device 2 was refused every round, trained nothing and saved no state.
+    assert [r["round"] for r in rows] == [1, 2]
+    assert all(r["clients"] == 2 and r["dropped"] == 1 for r in rows)
+    log = nodes["node2"].text()
+    assert "refused by the device's privacy floor: privacy.mechanisms = []" in log
+    assert "require_mechanisms = ['dpsgd']" in log
+    assert not (tmp_path / "node2" / "client-2").exists()
+
+
 def test_supernode_killed_and_restarted_keeps_its_epsilon(
     cluster: LocalDeployment, nodes, tmp_path: Path
 ) -> None:
