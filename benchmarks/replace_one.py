@@ -31,7 +31,7 @@ from fedkd.privacy.accounting import DEFAULT_ORDERS, pld_epsilon  # noqa: E402
 from fedkd.privacy.ledger import Release  # noqa: E402
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def old_dpsgd_sigma(target: float, delta: float, q: float, steps: int) -> float:
     """σ of the former calibration (Opacus get_noise_multiplier, PRV, add/remove)."""
     from opacus.accountants.utils import get_noise_multiplier
@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweep")
     parser.add_argument("results", help="folder with the committed results.csv")
     args = parser.parse_args(argv)
-    rows = {r["cell"]: r for r in csv.DictReader(open(Path(args.results) / "results.csv"))}
+    with open(Path(args.results) / "results.csv", newline="") as handle:
+        rows = {r["cell"]: r for r in csv.DictReader(handle)}
     # The noise expand() would calibrate now is not used here: skip the searches.
     with (
         mock.patch("fedkd.baselines.calibrate.gaussian_sigma", return_value=1.0),
