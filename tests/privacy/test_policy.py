@@ -146,8 +146,8 @@ def test_a_simulated_device_reads_its_floor_from_the_environment_not_the_message
 
 def test_a_device_freezes_at_its_own_epsilon_whatever_the_server_budget(monkeypatch):
     # Prepare: the floor's ε cap is between the run's ε after 1 and after 2 rounds.
-    from fedkd.privacy.client import dpsgd_release, initial_state
     from fedkd.privacy.accounting import epsilon
+    from fedkd.privacy.client import dpsgd_release, initial_state
 
     cfg = from_dict(DPSGD)
     monkeypatch.delenv(ENV_VAR, raising=False)
