@@ -103,3 +103,14 @@ def test_a_replayed_round_number_never_restores_an_older_accountant(tmp_path):
     # Assert: a fresh model, but the accountant keeps every step it ever counted.
     assert replay.model == {}
     assert DPSGDState.from_dict(replay.dpsgd).steps == newest.steps > 0
+
+
+def test_the_server_app_refuses_delta_not_below_one_over_n_without_the_cli_preflight(tmp_path):
+    # simulate() skips fedkd simulate's preflight: the ServerApp itself must refuse, as it
+    # does under `flwr run` and in deployments (after the handshake, with the real sizes).
+    from fedkd.config import ConfigError
+
+    cfg = from_dict(BASE, ["privacy.delta=0.05"])  # every client has more than 20 examples
+    with pytest.raises(ConfigError, match=r"privacy.delta=0.05 must be < 1/N"):
+        simulate(cfg, tmp_path)
+    assert not (tmp_path / "ledger.json").exists()
