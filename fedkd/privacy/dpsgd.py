@@ -207,7 +207,11 @@ def dp_train(
     )
     loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, generator=sampling_gen)
 
-    engine = PrivacyEngine(accountant="rdp")  # its accountant is unused (see module doc)
+    with warnings.catch_warnings():
+        # Opacus warns at every engine that secure_mode is off; it cannot be on with torch
+        # 2.x (no torchcsprng), which docs/privacy.md states once for the whole run.
+        warnings.filterwarnings("ignore", message="Secure RNG turned off", category=UserWarning)
+        engine = PrivacyEngine(accountant="rdp")  # its accountant is unused (see module doc)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     was_training = model.training
     dp_model, dp_optimizer, dp_loader = engine.make_private(
