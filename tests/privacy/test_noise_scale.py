@@ -23,7 +23,7 @@ from fedkd.privacy.client import RevisitLimits, private_revisit
 def test_dpsgd_update_noise_has_the_ledger_sigma():
     # Prepare: zero inputs make every weight gradient 0, so one step moves the weights by
     # lr * noise / (q n) only, with noise ~ N(0, (σC)^2) per coordinate.
-    n, features, classes = 200, 30, 10
+    n, features, classes = 200, 300, 10  # 3,000 noisy weights: σ to about 1.3 %
     cfg = from_dict(
         {
             "clients": {"local_epochs": 1, "batch_size": n, "lr": 1.0},
