@@ -113,4 +113,4 @@ def test_a_dp_sgd_run_on_public_features_with_propagation_completes(tmp_path):
     assert summary["rounds_completed"] == 2
     assert 0 < summary["epsilon_example"] <= 3.0
     rows = json.loads((out / "metrics.json").read_text())["rounds"]
-    assert rows[-1]["student_accuracy"] > 0.2
+    assert rows[-1]["student_accuracy"] > 0.15  # chance 0.1; 8 fresh-noise runs: 0.217-0.228
