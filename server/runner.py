@@ -28,6 +28,9 @@ def serve(grid: Grid, cfg: Config, run: RunDir, *, state_dir: str | None = None)
     The run directory's checkpoint decides where to start: a run with a checkpoint at
     round r continues with round r + 1. Returns the summary also written to ``DONE``.
     """
+    from fedkd.privacy.checks import warn_few_clients
+
+    warn_few_clients(cfg)
     splits = splits_for(cfg.data, cfg.seed)
     student = Student(
         cfg, tuple(splits.input_shape), int(splits.num_classes), x_public=splits.x_proxy

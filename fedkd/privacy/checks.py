@@ -2,8 +2,28 @@
 
 from __future__ import annotations
 
+import logging
+
 from fedkd.config import Config, ConfigError
 from fedkd.privacy.accounting import check_delta
+
+logger = logging.getLogger(__name__)
+
+FEW_CLIENTS = 100  # below this, client-level noise usually swamps the teacher
+
+
+def warn_few_clients(cfg: Config) -> None:
+    """Say at start when a client-level mechanism runs on a small federation."""
+    mechs = set(cfg.privacy.mechanisms) & {"gaussian", "pate"}
+    n = cfg.clients.num_clients
+    if mechs and n < FEW_CLIENTS:
+        logger.warning(
+            "%s protects whole clients: with %d clients its noise usually swamps the teacher "
+            "(use %d+ clients, or dpsgd for example-level privacy)",
+            "+".join(sorted(mechs)),
+            n,
+            FEW_CLIENTS,
+        )
 
 
 def client_delta(cfg: Config) -> float:

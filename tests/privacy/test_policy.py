@@ -171,3 +171,16 @@ def test_a_device_freezes_at_its_own_epsilon_whatever_the_server_budget(monkeypa
     metrics = second.content[proto.METRICS]
     assert metrics["dpsgd-frozen"] == 1.0 and metrics["dpsgd-steps"] == 0
     assert metrics["dpsgd-epsilon"] == pytest.approx(eps1)
+
+
+def test_a_client_level_mechanism_on_few_clients_is_warned_about(caplog):
+    from fedkd.privacy.checks import warn_few_clients
+
+    warn_few_clients(from_dict({}, ["privacy.mechanisms=[gaussian]"]))
+    warn_few_clients(from_dict({"clients": {"num_clients": 200}}, ["privacy.mechanisms=[pate]"]))
+    warn_few_clients(
+        from_dict({}, ["privacy.mechanisms=[dpsgd]", "privacy.dpsgd.noise_multiplier=1"])
+    )
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        "gaussian protects whole clients"
+    ]
