@@ -28,7 +28,6 @@ from fedkd import attacks
 from fedkd import protocol as proto
 from fedkd.clientdata import ClientData, client_data
 from fedkd.clientstate import ClientState, StateDir
-from fedkd.compress import get_codec
 from fedkd.config import Config, ConfigError, from_dict
 from fedkd.data import DataError
 from fedkd.local import RoundTask, local_round
@@ -46,15 +45,6 @@ SIMULATED_LOSS = 102  # Error code standing for a reply lost after training (fau
 POLICY_REFUSAL = 103  # Error code of a request refused by the device's privacy floor
 CLIENT_FAILURE = 104  # Error code of any other failure (its text stays on the device)
 _DATA_ERROR_REPLY = "its local data failed validation (details in the device's own log)"
-
-
-def codec_for(cfg: Config):
-    """The uplink codec: PATE always sends one-hot votes."""
-    if "pate" in cfg.privacy.mechanisms:
-        return get_codec("onebit")
-    if cfg.distill.codec == "topk":
-        return get_codec("topk", k=cfg.distill.topk)
-    return get_codec(cfg.distill.codec)
 
 
 def _client_id(context: Context) -> int:
@@ -216,7 +206,7 @@ def train(msg: Message, context: Context) -> Message:
     ):
         rng = attacks.attack_rng(cfg.seed, task.server_round, cid)
         probs = attacks.attack(probs, f.attack, rng, f.attack_scale)
-    encoded = codec_for(cfg).encode(probs)
+    encoded = proto.codec_for(cfg).encode(probs)
     metrics = {proto.CLIENT_ID: cid, **result.metrics}
     return Message(
         RecordDict(

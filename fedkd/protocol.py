@@ -12,8 +12,13 @@ MetricRecord ``metrics``. Weights, gradients and examples never travel.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from fedkd.compress import Codec
+    from fedkd.config import Config
 
 # Message types
 TRAIN = "train"
@@ -35,6 +40,17 @@ DPSGD_STEPS = "dpsgd-planned-steps"  # steps the server charged for this client 
 # MetricRecord keys every reply carries
 CLIENT_ID = "client-id"
 NUM_EXAMPLES = "num-examples"
+
+
+def codec_for(cfg: Config) -> Codec:
+    """The uplink codec both sides use: PATE always sends one-hot votes."""
+    from fedkd.compress import get_codec
+
+    if "pate" in cfg.privacy.mechanisms:
+        return get_codec("onebit")
+    if cfg.distill.codec == "topk":
+        return get_codec("topk", k=cfg.distill.topk)
+    return get_codec(cfg.distill.codec)
 
 
 def record_dict_bytes(records: Iterable[object]) -> int:

@@ -6,7 +6,6 @@ import logging
 import time
 from typing import Any
 
-import numpy as np
 from flwr.app import ArrayRecord
 from flwr.serverapp import Grid
 
@@ -117,9 +116,3 @@ def serve(grid: Grid, cfg: Config, run: RunDir, *, state_dir: str | None = None)
 
 def _shown(value: Any) -> str:
     return "(withheld)" if value is None else str(value)
-
-
-def mean_bytes_up_per_client(rows: list[dict[str, Any]]) -> float:
-    """Average uplink bytes per client-round over a run."""
-    ups = [v for row in rows for v in row.get("bytes_up_per_client", {}).values()]
-    return float(np.mean(ups)) if ups else 0.0

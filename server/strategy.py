@@ -19,7 +19,6 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from client.app import codec_for
 from fedkd import protocol as proto
 from fedkd.config import Config, to_dict
 from fedkd.mechanisms import BudgetReached, CentralMechanism, RunStopped
@@ -65,7 +64,7 @@ class DistillStrategy(Strategy):
         self.on_round = on_round
         self.first_round = first_round
         self.state_dir = state_dir
-        self.codec = codec_for(cfg)
+        self.codec = proto.codec_for(cfg)
         self.config_json = json.dumps(to_dict(cfg))
         self.nodes: dict[int, int] = {}  # client id -> node id
         self._round: dict[str, Any] = {}
