@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -184,3 +185,26 @@ def test_a_client_level_mechanism_on_few_clients_is_warned_about(caplog):
     assert [r.getMessage().split(":")[0] for r in caplog.records] == [
         "gaussian protects whole clients"
     ]
+
+
+def test_fedkd_simulate_hands_the_device_section_to_its_clients(tmp_path, monkeypatch):
+    # End to end in simulation: the floor requires dpsgd, the run asks for none; every
+    # client refuses, nothing is trained, and the run stops after its failed rounds.
+    from simulations.runner import simulate
+
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    cfg = from_dict(
+        {
+            "rounds": 3,
+            "clients": {"num_clients": 3, "local_epochs": 1},
+            "distill": {"epochs": 1},
+            "runtime": {"backend": "inprocess", "max_failed_rounds": 2},
+            "device": {"require_mechanisms": ["dpsgd"]},
+        }
+    )
+    summary = simulate(cfg, tmp_path)
+    rows = json.loads((tmp_path / "metrics.json").read_text())["rounds"]
+    assert [(r["clients"], r["dropped"]) for r in rows] == [(0, 3), (0, 3)]
+    assert "stopped before round 3" in (summary["stopped"] or "")
+    assert not (tmp_path / "clients").exists() or not any((tmp_path / "clients").rglob("*.pt"))
+    assert ENV_VAR not in os.environ  # handed over for the run only
