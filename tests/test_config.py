@@ -89,3 +89,66 @@ def test_exponent_without_dot_is_a_number():
     assert from_dict({}, ["privacy.delta=1e-3"]).privacy.delta == 1e-3
     with pytest.raises(ConfigError, match="privacy.delta"):
         from_dict({"privacy": {"delta": "tiny"}})
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "allowed"),
+    [
+        ("distill.codec=int9", "distill.codec", "fp32, fp16, int8, onebit, topk"),
+        ("distill.aggregation=foo", "distill.aggregation", "mean_probs, mean_logits"),
+        ("data.partition=zipf", "data.partition", "iid, dirichlet, pathological, shards"),
+        ("clients.feature_map=wavelets", "clients.feature_map", "pixels, scattering"),
+        ("distill.feature_map=wavelets", "distill.feature_map", "pixels, scattering"),
+        ("faults.attack=nasty", "faults.attack", "random, flip, constant, scale"),
+        ("clients.models=[mlp, resnet]", "clients.models", "linear, mlp, mlp_wide, cnn"),
+        ("distill.student=resnet", "distill.student", "linear, mlp, mlp_wide, cnn"),
+        ("privacy.mechanisms=[dp]", "privacy.mechanisms", "dpsgd, gaussian, pate"),
+        ("clients.sampling=sometimes", "clients.sampling", "all, poisson, fixed"),
+        ("runtime.backend=threads", "runtime.backend", "ray, inprocess"),
+    ],
+)
+def test_every_name_valued_key_is_checked_against_its_registry(override, key, allowed):
+    with pytest.raises(ConfigError) as err:
+        from_dict({}, [override])
+    message = str(err.value)
+    assert message.startswith(f"{key}: unknown ") and allowed in message
+    assert len(message.splitlines()) == 1
+
+
+def test_registries_and_config_check_agree():
+    """Every name a registry accepts passes the config check (no stale hard-coded list)."""
+    from fedkd.aggregate import AGGREGATORS
+    from fedkd.attacks import ATTACKS
+    from fedkd.compress import CODECS
+    from fedkd.data.partition import SCHEMES
+    from fedkd.features import FEATURE_MAPS
+    from fedkd.models import MODELS
+
+    for name in CODECS:
+        from_dict({}, [f"distill.codec={name}"])
+    for name in AGGREGATORS:
+        from_dict({}, [f"distill.aggregation={name}"])
+    for name in SCHEMES:
+        from_dict({}, [f"data.partition={name}"])
+    for name in FEATURE_MAPS:
+        from_dict({}, [f"clients.feature_map={name}"])
+    for name in ATTACKS:
+        from_dict({}, [f"faults.attack={name}"])
+    for name in MODELS:
+        from_dict({}, [f"clients.models=[{name}]", f"distill.student={name}"])
+    from_dict({}, ["clients.models=[pkg.mod:factory]"])  # import paths: checked at preflight
+
+
+def test_aggregation_params_the_rule_does_not_take_are_refused():
+    with pytest.raises(ConfigError, match="rule 'power' takes beta, got gamma"):
+        from_dict({}, ["distill.aggregation=power", "distill.aggregation_params={gamma: 2}"])
+    with pytest.raises(ConfigError, match="rule 'median' takes no parameters, got trim"):
+        from_dict({}, ["distill.aggregation=median", "distill.aggregation_params={trim: 0.1}"])
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n"])
+def test_an_empty_config_file_is_refused(tmp_path, text):
+    path = tmp_path / "empty.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=f"config file {path} is empty"):
+        load_config(path)
