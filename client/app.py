@@ -100,9 +100,10 @@ def _restore(context: Context, store: StateDir | None, server_round: int) -> Cli
     state = next((s for s in held if s.round < server_round), None)
     if state is None and store is not None:
         state = store.load_before(server_round)
-    if store is not None:
-        held.extend(store.all_dpsgd())
-    dpsgd = max((s.dpsgd for s in held if s.dpsgd), key=lambda d: d["steps"], default=None)
+    counts = [s.dpsgd for s in held if s.dpsgd]
+    if store is not None and store.max_dpsgd() is not None:
+        counts.append(store.max_dpsgd())
+    dpsgd = max(counts, key=lambda d: d["steps"], default=None)
     if dpsgd is None:
         return state
     if state is None:
@@ -144,9 +145,30 @@ def _user_error(msg: Message, context: Context, err: Exception) -> Message:
     """
     who = _who(context)
     logger.error("node %s: %s", who, err)
-    detail = _DATA_ERROR_REPLY if isinstance(err, DataError) else str(err)
+    device = "data-path" in context.node_config
+    if isinstance(err, DataError):
+        detail = _DATA_ERROR_REPLY
+    elif isinstance(err, ModelError) and device:  # its text can echo what the device holds
+        detail = "its model failed to build (details in the device's own log)"
+    else:
+        detail = str(err)
     code = POLICY_REFUSAL if isinstance(err, PolicyError) else USER_ERROR
     return Message(Error(code=code, reason=f"node {who}: {detail}"), reply_to=msg)
+
+
+def _check_model(cfg: Config, context: Context, cid: int) -> None:
+    """A device imports no code the server names unless its node config allows it."""
+    from fedkd.local import client_model_name
+
+    if "data-path" not in context.node_config:
+        return  # simulation: the models are the run's own
+    name = client_model_name(cfg, cid)
+    allowed = str(context.node_config.get("allow-models", "")).split(",")
+    if ":" in name and name not in [a.strip() for a in allowed]:
+        raise PolicyError(
+            f"refused by the device: model '{name}' is an import path; list it in the node "
+            "config's allow-models to let the server choose it"
+        )
 
 
 def _check_floor(cfg: Config, context: Context, data: ClientData, task: RoundTask):
@@ -166,6 +188,8 @@ def _round(msg: Message, context: Context) -> tuple[Config, int, RoundTask, obje
     """Parse, check against the floor, train; returns what the reply needs."""
     cfg = from_dict(json.loads(str(msg.content[proto.CONFIG][proto.RUN_CONFIG])))
     task = _task(msg)
+    cid = _client_id(context)
+    _check_model(cfg, context, cid)
     cid, data = _data(cfg, context)
     policy = _check_floor(cfg, context, data, task)
     store = _state_dir(cfg, msg.content[proto.CONFIG], context, cid)

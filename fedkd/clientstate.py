@@ -9,6 +9,7 @@ newest DP-SGD accountant it ever saved: ε never goes back, even if a round is r
 from __future__ import annotations
 
 import io
+import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -17,12 +18,13 @@ from typing import Any
 
 import torch
 
-from fedkd.atomic import write_bytes
+from fedkd.atomic import write_bytes, write_json
 
 logger = logging.getLogger(__name__)
 
 _ROUND_FILE = re.compile(r"round-(\d+)\.pt$")
 KEEP_FILES = 3
+ACCOUNTANT_FILE = "dpsgd-accountant.json"  # the largest DP-SGD count ever saved
 
 
 @dataclass
@@ -64,15 +66,25 @@ class StateDir:
         return sorted(found)
 
     def save(self, state: ClientState) -> None:
-        """Write ``state`` atomically and prune all but the newest few files."""
+        """Write ``state`` atomically and prune all but the newest few files.
+
+        The DP-SGD count goes first into :data:`ACCOUNTANT_FILE`, which only ever grows:
+        pruning by round number (a server can name any round) never loses it.
+        """
+        if state.dpsgd is not None:
+            kept = self.max_dpsgd()
+            if kept is None or state.dpsgd["steps"] >= kept["steps"]:
+                write_json(self.root / ACCOUNTANT_FILE, state.dpsgd)
         write_bytes(self.root / f"round-{state.round:06d}.pt", state.to_bytes())
         for _, old in self._files()[:-KEEP_FILES]:
             old.unlink(missing_ok=True)
 
-    def all_dpsgd(self) -> list[ClientState]:
-        """Every saved state that carries a DP-SGD count (for the newest accountant)."""
-        states = [ClientState.from_bytes(p.read_bytes()) for _, p in self._files()]
-        return [s for s in states if s.dpsgd is not None]
+    def max_dpsgd(self) -> dict[str, Any] | None:
+        """The DP-SGD state with the most steps this device ever saved (None if none)."""
+        path = self.root / ACCOUNTANT_FILE
+        if not path.is_file():
+            return None
+        return json.loads(path.read_text())
 
     def load_before(self, server_round: int) -> ClientState | None:
         """State after the last round before ``server_round``, with the newest accountant."""

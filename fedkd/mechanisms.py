@@ -209,9 +209,11 @@ class CentralMechanism:
     def charge_dpsgd(self, server_round: int, chosen: list[int]) -> dict[int, int]:
         """Charge each sampled client's planned DP-SGD steps before the message goes out.
 
-        Returns the steps charged per client, which the train message carries. A client
-        whose charge would take it over ``privacy.max_epsilon`` is charged 0 and told so:
-        it must not train (it answers from its frozen model).
+        Returns the steps charged per sampled client, which the train message carries. A
+        client whose charge would take it over ``privacy.max_epsilon`` is charged 0 and told
+        so: it must not train (it answers from its frozen model). Under Poisson client
+        sampling every client is charged, sampled or not (an over-count), so that the
+        published ledger does not say who took part.
         """
         if "dpsgd" not in self.mechs:
             return {}
@@ -219,8 +221,9 @@ class CentralMechanism:
         from fedkd.privacy.client import steps_per_round
 
         budget = self.cfg.privacy.max_epsilon
+        secret = self.cfg.clients.sampling == "poisson"
         charged = {}
-        for cid in chosen:
+        for cid in sorted(self.sizes) if secret else chosen:
             steps = steps_per_round(self.cfg, self.sizes[cid])
             release = self._dpsgd_release(cid, server_round, steps, self._plan(cid))
             history = self.ledger.for_subject(release.subject)
@@ -231,7 +234,7 @@ class CentralMechanism:
             elif steps > 0:
                 self.ledger.append(release)
             charged[cid] = steps
-        return charged
+        return {cid: charged[cid] for cid in chosen}
 
     def reconcile_dpsgd(self, server_round: int, client_id: int, metrics: dict[str, Any]) -> None:
         """Charge whatever a reply shows beyond the ledger's charges (never lowers them).
@@ -259,9 +262,10 @@ class CentralMechanism:
                 f"({plan.noise_multiplier:.6g} / {plan.sample_rate:.6g}); charged its steps"
             )
         if total > charged:
+            secret = self.cfg.clients.sampling == "poisson"
             logger.warning(
-                "client %d reports %d DP-SGD steps, %d were charged: charging the rest",
-                client_id,
+                "client %s reports %d DP-SGD steps, %d were charged: charging the rest",
+                "(withheld)" if secret else client_id,
                 total,
                 charged,
             )

@@ -25,8 +25,12 @@ def serve(grid: Grid, cfg: Config, run: RunDir, *, state_dir: str | None = None)
     """Run (or resume) the rounds of ``cfg`` on ``grid``, writing results into ``run``.
 
     The run directory's checkpoint decides where to start: a run with a checkpoint at
-    round r continues with round r + 1. Returns the summary also written to ``DONE``.
+    round r continues with round r + 1. Returns the summary also written to ``DONE``; a
+    run that already finished is left as it is and its ``DONE`` returned.
     """
+    if run.is_done():
+        logger.info("%s already finished; nothing to run", run.path)
+        return run.read_done()
     from fedkd.privacy.checks import warn_few_clients
 
     warn_few_clients(cfg)
@@ -71,7 +75,7 @@ def serve(grid: Grid, cfg: Config, run: RunDir, *, state_dir: str | None = None)
         )
         logger.info(
             "round %d/%d  student acc %.4f  teacher acc %.4f  up %s B  down %s B  "
-            "clients %s  %.1fs%s",
+            "clients %s  %ss%s",
             row["round"],
             cfg.rounds,
             row["student_accuracy"],
@@ -79,7 +83,7 @@ def serve(grid: Grid, cfg: Config, run: RunDir, *, state_dir: str | None = None)
             _shown(row["bytes_up"]),
             _shown(row["bytes_down"]),
             _shown(row["clients"]),
-            row["seconds"],
+            _shown(None if row["seconds"] is None else f"{row['seconds']:.1f}"),
             mechanism.describe(row),
         )
 

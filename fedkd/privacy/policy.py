@@ -36,6 +36,9 @@ NODE_KEYS: dict[str, str] = {
 }
 
 
+_DPSGD_KEYS = ("min_noise_multiplier", "max_epsilon", "max_clip_norm")
+
+
 class PolicyError(ConfigError):
     """A server request that is weaker than the device's privacy floor."""
 
@@ -124,14 +127,17 @@ def check_request(
         Naming the key, the requested value and the device's value.
     """
     p = cfg.privacy
-    missing = [m for m in policy.require_mechanisms if m not in p.mechanisms]
+    required = list(policy.require_mechanisms)
+    dpsgd_keys = [k for k in _DPSGD_KEYS if getattr(policy, k) is not None]
+    if dpsgd_keys and "dpsgd" not in required:
+        required.append("dpsgd")  # a DP-SGD floor means nothing without DP-SGD
+    missing = [m for m in required if m not in p.mechanisms]
     if missing:
-        raise _refuse(
-            "privacy.mechanisms",
-            list(p.mechanisms),
-            "require_mechanisms",
-            list(policy.require_mechanisms),
+        key = "require_mechanisms" if missing[0] in policy.require_mechanisms else dpsgd_keys[0]
+        mine = (
+            list(policy.require_mechanisms) if key == "require_mechanisms" else "set (needs dpsgd)"
         )
+        raise _refuse("privacy.mechanisms", list(p.mechanisms), key, mine)
     if p.insecure_seeded_noise and not policy.allow_insecure_noise:
         raise _refuse("privacy.insecure_seeded_noise", True, "allow_insecure_noise", False)
     if policy.max_delta is not None and p.mechanisms and p.delta > policy.max_delta:

@@ -114,3 +114,39 @@ def test_the_server_app_refuses_delta_not_below_one_over_n_without_the_cli_prefl
     with pytest.raises(ConfigError, match=r"privacy.delta=0.05 must be < 1/N"):
         simulate(cfg, tmp_path)
     assert not (tmp_path / "ledger.json").exists()
+
+
+def test_saving_under_a_lower_round_number_never_loses_the_largest_count(tmp_path):
+    # The audit's attack: a server names very high rounds once, so that pruning by round
+    # number deletes every later save; a restarted device must still see its true count.
+    from fedkd.clientstate import ClientState
+
+    store = StateDir(tmp_path)
+    dp = DPSGDState(1.0, 1.0, 1.0, steps=0).to_dict()
+    steps = 0
+    for rnd in (10**6, 10**6 + 1, 10**6 + 2, 1, 2, 3):
+        steps += 6
+        store.save(ClientState(round=rnd, model={}, dpsgd={**dp, "steps": steps}))
+    # Execute: a fresh process (no memory) reads the disk.
+    restarted = StateDir(tmp_path).max_dpsgd()
+    # Assert
+    assert restarted["steps"] == 36
+    assert sorted(p.name for p in tmp_path.glob("round-*.pt"))[-1] == "round-1000002.pt"
+
+
+def test_under_poisson_sampling_every_client_is_charged_every_round(tmp_path):
+    cfg = from_dict(
+        BASE,
+        [
+            "privacy.mechanisms=[dpsgd,gaussian]",
+            "clients.sampling=poisson",
+            "clients.sample_rate=0.5",
+            "rounds=3",
+        ],
+    )
+    simulate(cfg, tmp_path)
+    ledger = json.loads((tmp_path / "ledger.json").read_text())["releases"]
+    charged = {(r["round"], r["subject"]) for r in ledger if r["mechanism"] == "dpsgd"}
+    assert charged == {(rnd, f"client-{c}") for rnd in (1, 2, 3) for c in range(6)}
+    rows = json.loads((tmp_path / "metrics.json").read_text())["rounds"]
+    assert all(r["seconds"] is None for r in rows)

@@ -208,3 +208,20 @@ def test_fedkd_simulate_hands_the_device_section_to_its_clients(tmp_path, monkey
     assert "stopped before round 3" in (summary["stopped"] or "")
     assert not (tmp_path / "clients").exists() or not any((tmp_path / "clients").rglob("*.pt"))
     assert ENV_VAR not in os.environ  # handed over for the run only
+
+
+def test_a_dpsgd_floor_key_implies_dpsgd_even_without_require_mechanisms(monkeypatch):
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    cfg = from_dict(DPSGD, ["privacy.mechanisms=[]"])
+    reply = app(_message(cfg), _context({"min-noise-multiplier": "1.0"}))
+    assert reply.has_error() and "min_noise_multiplier = set (needs dpsgd)" in reply.error.reason
+
+
+def test_a_device_refuses_an_import_path_model_it_did_not_allow(monkeypatch, tmp_path):
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    cfg = from_dict(DPSGD, ["clients.models=[os:getcwd]"])
+    ctx = _context({"client-id": 0, "data-path": str(tmp_path / "none.npz")})
+    ctx.node_config.pop("partition-id")
+    reply = app(_message(cfg), ctx)
+    assert reply.has_error() and "allow-models" in reply.error.reason
+    assert "getcwd()" not in reply.error.reason  # the model was never imported or called
