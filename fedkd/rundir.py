@@ -50,6 +50,22 @@ class RunDirError(ValueError):
     """A run directory that cannot be used as asked (the message says why)."""
 
 
+class RunFinished(RunDirError):  # noqa: N818 - a finished run, an error only where unexpected
+    """The folder already holds a finished run of the same config.
+
+    Parameters
+    ----------
+    message : str
+        What to do instead (one line).
+    summary : dict
+        The finished run's summary, as in its ``DONE``.
+    """
+
+    def __init__(self, message: str, summary: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+
 @dataclass(frozen=True)
 class RunDir:
     """Paths and writers of one run's output folder."""
@@ -116,6 +132,13 @@ class RunDir:
         """Whether the run finished (all rounds, or a clean budget stop)."""
         return (self.path / DONE).exists()
 
+    def read_done(self) -> dict[str, Any]:
+        """The summary a finished run wrote to ``DONE``."""
+        try:
+            return json.loads((self.path / DONE).read_text())
+        except (OSError, ValueError) as err:
+            raise RunDirError(f"{self.path / DONE} is damaged ({type(err).__name__})") from err
+
     def read_metrics(self) -> list[dict[str, Any]]:
         """Rows of ``metrics.json`` ([] when absent)."""
         path = self.path / METRICS_JSON
@@ -124,24 +147,68 @@ class RunDir:
         return json.loads(path.read_text())["rounds"]
 
 
+def check_fresh(out: str | Path, cfg: Config) -> None:
+    """Check that a new run of ``cfg`` may start in ``out``; nothing is written.
+
+    An absent or empty folder may be used, and so may one holding only a ``config.yaml``
+    (a start that failed before its first round wrote nothing else).
+
+    Raises
+    ------
+    RunFinished
+        ``out`` holds a finished run of the same config (its summary attached).
+    RunDirError
+        ``out`` is a file, or holds other files; the message names the command to use.
+    """
+    run = RunDir(Path(out))
+    if not run.path.exists():
+        return
+    if not run.path.is_dir():
+        raise RunDirError(f"{run.path} is a file, not a run directory; pick another --out")
+    names = sorted(p.name for p in run.path.iterdir())
+    if names in ([], [CONFIG_FILE]):
+        return
+    if CONFIG_FILE not in names:
+        raise RunDirError(f"{run.path} is not empty and holds no fedkd run; pick another --out")
+    try:
+        same = to_dict(run.read_config()) == to_dict(cfg)
+    except RunDirError:
+        same = False
+    if same and run.is_done():
+        raise RunFinished(
+            f"{run.path} already holds this run, finished; pass --out DIR for a new one",
+            run.read_done(),
+        )
+    if same:
+        raise RunDirError(
+            f"{run.path} holds an unfinished run of this config; continue it with "
+            f"`fedkd simulate --resume {run.path}`, or pass --out DIR for a new run"
+        )
+    raise RunDirError(
+        f"{run.path} holds a run of another config; pass --out DIR for a new run "
+        f"(or `fedkd simulate --resume {run.path}` to continue that one)"
+    )
+
+
 def prepare(out: str | Path, cfg: Config, *, resume: bool) -> RunDir:
     """Create a fresh run directory, or check an existing one for resuming.
 
-    A fresh run refuses a folder that already holds a run (no silent overwrite); a resume
-    refuses a folder whose saved config differs from ``cfg``.
+    A fresh run refuses a folder that already holds a run (no silent overwrite, see
+    :func:`check_fresh`) but reuses one where an earlier start wrote only its config; a
+    resume refuses a folder whose saved config differs from ``cfg``.
     """
     run = RunDir(Path(out))
-    has_run = (run.path / CONFIG_FILE).exists()
     if resume:
-        if not has_run:
+        if not (run.path / CONFIG_FILE).exists():
             raise RunDirError(f"cannot resume: {run.path} holds no fedkd run")
         if to_dict(run.read_config()) != to_dict(cfg):
             raise RunDirError(
                 f"cannot resume: {run.path / CONFIG_FILE} differs from the requested config"
             )
         return run
-    if has_run or (run.path.exists() and any(run.path.iterdir())):
-        raise RunDirError(f"{run.path} is not empty; pass --resume to continue it or pick --out")
+    check_fresh(run.path, cfg)
+    if (run.path / CONFIG_FILE).exists():
+        logger.info("reusing %s: an earlier start wrote only its config", run.path)
     run.path.mkdir(parents=True, exist_ok=True)
     run.write_config(cfg)
     return run

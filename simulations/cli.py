@@ -12,6 +12,8 @@ import logging
 import sys
 from pathlib import Path
 
+logger = logging.getLogger("simulations.cli")
+
 EXIT_USAGE = 2
 #: Exit status after Ctrl-C (128 + SIGINT, as shells report it).
 EXIT_INTERRUPTED = 130
@@ -51,20 +53,8 @@ def _setup_logging(verbose: bool) -> None:
         flwr_logger.propagate = False
 
 
-def _cmd_simulate(args: argparse.Namespace) -> int:
-    from fedkd.config import load_config
-    from fedkd.rundir import RunDir
-    from simulations.preflight import preflight
-    from simulations.runner import simulate
-
-    if args.resume:
-        cfg = RunDir(Path(args.resume)).read_config()
-        out = Path(args.resume)
-    else:
-        cfg = load_config(args.config, args.set)
-        out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
-    preflight(cfg)
-    summary = simulate(cfg, out, resume=bool(args.resume))
+def _summary_line(summary: dict, out: Path) -> str:
+    """The one line ``fedkd simulate`` prints about a run's summary."""
     line = (
         f"final student accuracy {summary['student_accuracy']:.4f} after "
         f"{summary['rounds_completed']} rounds ({summary['seconds']:.1f} s); results in {out}"
@@ -79,7 +69,40 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             line += f"; {INSECURE_NOTE}"
     if summary.get("stopped"):
         line += f"; {summary['stopped']}"
-    sys.stdout.write(line + "\n")
+    return line
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from fedkd.config import ConfigError, load_config
+    from fedkd.rundir import RunDir, RunFinished, check_fresh
+    from simulations.preflight import preflight
+    from simulations.runner import simulate
+
+    if args.resume:
+        if args.config or args.set or args.out:
+            raise ConfigError(
+                f"--resume continues {args.resume} with its saved config.yaml; drop CONFIG, "
+                "--set and --out (to change the config, start a new run with --out DIR)"
+            )
+        run = RunDir(Path(args.resume))
+        cfg = run.read_config()
+        out = run.path
+        if run.is_done():
+            logger.warning("%s already finished; nothing to resume", out)
+            sys.stdout.write(_summary_line(run.read_done(), out) + "\n")
+            return 0
+    else:
+        cfg = load_config(args.config, args.set)
+        out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+        try:
+            check_fresh(out, cfg)  # before the preflight: a rerun costs nothing
+        except RunFinished as done:
+            logger.warning("%s", done)
+            sys.stdout.write(_summary_line(done.summary, out) + "\n")
+            return 0
+    preflight(cfg)  # nothing is written before it passes
+    summary = simulate(cfg, out, resume=bool(args.resume))
+    sys.stdout.write(_summary_line(summary, out) + "\n")
     return 0
 
 

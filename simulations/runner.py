@@ -41,6 +41,9 @@ def simulate(cfg: Config, out: str | Path, *, resume: bool = False) -> dict[str,
     """
     set_offline_env()
     run = prepare(out, cfg, resume=resume)
+    if resume and run.is_done():  # nothing left to run: its DONE stays as it was
+        logger.info("%s already finished; nothing to resume", run.path)
+        return run.read_done()
     state_dir = str(run.path / "clients")
     with device_floor(cfg):
         if cfg.runtime.backend == "inprocess":

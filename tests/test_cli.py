@@ -109,3 +109,95 @@ def test_ray_simulation_three_clients_two_rounds_leaves_nothing_running(tmp_path
             break
         time.sleep(0.5)
     assert leftover == set()
+
+
+TINY = """\
+rounds: 1
+clients: {num_clients: 3, local_epochs: 1, models: [mlp]}
+distill: {student: mlp, epochs: 1, proxy_per_round: 30}
+runtime: {backend: inprocess}
+"""
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    """A one-round config in ``tmp_path/tiny.yaml``, run from ``tmp_path`` (runs/tiny)."""
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY)
+    return path
+
+
+@pytest.mark.parametrize("sets", [["distill.codec=int9"], ["distill.aggregation=foo"]])
+def test_a_bad_name_fails_before_any_run_directory_exists(tiny, capsys, sets):
+    argv = ["simulate", str(tiny)]
+    for s in sets:
+        argv += ["--set", s]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "choose from" in err
+    assert not (tiny.parent / "runs").exists()
+
+
+def test_a_start_that_crashed_before_round_one_does_not_block_the_rerun(tiny, monkeypatch):
+    import simulations.runner
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("the runtime failed to start")
+
+    monkeypatch.setattr(simulations.runner, "_simulate_inprocess", crash)
+    with pytest.raises(RuntimeError):
+        main(["simulate", str(tiny)])
+    out = tiny.parent / "runs" / "tiny"
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml"]
+    monkeypatch.undo()
+    monkeypatch.chdir(tiny.parent)
+    assert main(["simulate", str(tiny), "--set", "seed=5"]) == 0  # a fixed value: same folder
+    assert (out / "DONE").exists()
+
+
+def test_rerunning_a_finished_command_prints_its_summary_and_leaves_done_alone(tiny, capsys):
+    def last_line() -> tuple[str, str]:  # the summary; logs come before it (on stdout or stderr)
+        captured = capsys.readouterr()
+        return captured.out.strip().splitlines()[-1], captured.out + captured.err
+
+    assert main(["simulate", str(tiny)]) == 0
+    first, _ = last_line()
+    assert first.startswith("final student accuracy")
+    done = tiny.parent / "runs" / "tiny" / "DONE"
+    before = done.read_bytes()
+    assert main(["simulate", str(tiny)]) == 0  # the README one-liner, twice
+    again, text = last_line()
+    assert again == first
+    assert "already holds this run, finished; pass --out DIR" in " ".join(text.split())
+    assert main(["simulate", "--resume", "runs/tiny"]) == 0
+    assert last_line()[0] == first
+    assert done.read_bytes() == before  # not rewritten with the seconds of a no-op
+    assert json.loads(before)["seconds"] > 0
+
+
+def test_a_rerun_with_another_config_names_the_way_out(tiny, capsys):
+    assert main(["simulate", str(tiny)]) == 0
+    capsys.readouterr()
+    assert main(["simulate", str(tiny), "--set", "seed=7"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "another config; pass --out DIR" in err and "--resume runs/tiny" in err
+
+
+@pytest.mark.parametrize(
+    "extra", [["CONFIG"], ["--set", "rounds=3"], ["--out", "elsewhere"]], ids=str
+)
+def test_resume_with_a_config_set_or_out_is_refused_in_one_line(tiny, capsys, extra):
+    extra = [str(tiny) if e == "CONFIG" else e for e in extra]
+    assert main(["simulate", "--resume", "runs/tiny", *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--resume continues runs/tiny with its saved" in err
+
+
+def test_out_naming_an_existing_file_is_one_line(tiny, capsys):
+    (tiny.parent / "results.txt").write_text("mine")
+    assert main(["simulate", str(tiny), "--out", "results.txt"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "fedkd: error: results.txt is a file, not a run directory; pick another --out"
+    assert (tiny.parent / "results.txt").read_text() == "mine"

@@ -75,11 +75,13 @@ def test_resume_equals_uninterrupted(tmp_path):
 
 
 def test_fresh_run_refuses_a_used_directory(tmp_path):
-    from fedkd.rundir import RunDirError
+    from fedkd.rundir import RunDirError, RunFinished
 
     _run(tmp_path, "a", ["rounds=1"])
-    with pytest.raises(RunDirError, match="not empty"):
+    with pytest.raises(RunFinished, match="already holds this run, finished"):
         _run(tmp_path, "a", ["rounds=1"])
+    with pytest.raises(RunDirError, match="holds a run of another config; pass --out"):
+        _run(tmp_path, "a", ["rounds=1", "seed=3"])
 
 
 def test_teacher_labels_are_sent_down_only_when_clients_digest_them(tmp_path):
