@@ -71,6 +71,7 @@ def serve(grid: Grid, cfg: Config, run: RunDir, *, state_dir: str | None = None)
                 "mechanism": mechanism.state_dict(),
                 "rows": rows,
                 "teacher": strategy.last_teacher,
+                "client_failures": strategy.failures,
             }
         )
         logger.info(
@@ -91,6 +92,8 @@ def serve(grid: Grid, cfg: Config, run: RunDir, *, state_dir: str | None = None)
         cfg, splits, mechanism, student, cache, on_round, first_round=done, state_dir=state_dir
     )
     strategy.last_teacher = teacher
+    if ckpt is not None:
+        strategy.failures = dict(ckpt.get("client_failures", {}))
     stopped = None
     if done < cfg.rounds:
         try:
@@ -112,10 +115,26 @@ def serve(grid: Grid, cfg: Config, run: RunDir, *, state_dir: str | None = None)
         "seconds": round(time.monotonic() - t_start, 2),
         **mechanism.epsilons(),
     }
+    failing = strategy.failing_clients()
+    if failing:
+        # A run some clients never answered is not a success: the CLI exits 3.
+        summary["status"] = "clients_failed"
+        summary["failed_clients"] = failing
+        logger.error("%s", failed_clients_line(failing))
     if rows:
         plot_run(rows, run.path / "metrics.png")
     run.mark_done(summary)
     return summary
+
+
+def failed_clients_line(failing: dict[str, dict[str, Any]]) -> str:
+    """One line naming the clients that failed every round they were asked, and why."""
+    ids = ", ".join(failing)
+    first = next(iter(failing.values()))
+    return (
+        f"{len(failing)} client(s) failed every round they were asked: {ids}; "
+        f"first reason: {first['reason']}"
+    )
 
 
 def _shown(value: Any) -> str:

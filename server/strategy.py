@@ -27,6 +27,11 @@ from fedkd.teacher import ReplyError, TeacherCache, accuracy, decode_reply
 
 logger = logging.getLogger(__name__)
 
+#: Error codes of the faults a simulation injects (client.app's SIMULATED_DROPOUT and
+#: SIMULATED_LOSS): planned, so they never make a client count as failing.
+SIMULATED_FAULTS = frozenset({101, 102})
+SIMULATED = "simulated fault"
+
 
 class DistillStrategy(Strategy):
     """Ensemble-teacher distillation over Flower (see module docstring).
@@ -70,6 +75,9 @@ class DistillStrategy(Strategy):
         self._round: dict[str, Any] = {}
         self.last_teacher = ArrayRecord()  # sent for the digest step; checkpointed
         self.failed_rounds = 0  # consecutive rounds with too few valid replies
+        # Client id -> {"asked", "answered", "reason"} (first failure); checkpointed. Not
+        # kept under Poisson sampling, where who was asked is secret.
+        self.failures: dict[int, dict[str, Any]] = {}
 
     # -- helpers --------------------------------------------------------------------------
     def _base_config(self, server_round: int) -> ConfigRecord:
@@ -134,6 +142,34 @@ class DistillStrategy(Strategy):
         self.mechanism.check_client_epsilon(cid, metrics)
         return cid, probs, metrics
 
+    def _tally(self, sampled: Iterable[int], outcome: dict[int, str | None]) -> None:
+        """Count one round for each client asked (simulated faults are not counted)."""
+        for cid in sampled:
+            reason = outcome.get(cid, "no reply within runtime.round_timeout")
+            if reason == SIMULATED:
+                continue
+            entry = self.failures.setdefault(int(cid), {"asked": 0, "answered": 0, "reason": None})
+            entry["asked"] += 1
+            if reason is None:
+                entry["answered"] += 1
+            elif entry["reason"] is None:
+                entry["reason"] = reason
+
+    def failing_clients(self) -> dict[str, dict[str, Any]]:
+        """Clients that failed every round they were asked, with the first reason.
+
+        Returns
+        -------
+        dict
+            ``{client id (str): {"rounds": asked, "reason": first failure}}``, sorted by
+            id; empty under Poisson sampling (who was asked is secret).
+        """
+        return {
+            str(cid): {"rounds": e["asked"], "reason": e["reason"]}
+            for cid, e in sorted(self.failures.items())
+            if e["asked"] > 0 and e["answered"] == 0
+        }
+
     # -- Flower strategy API --------------------------------------------------------------
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -194,11 +230,17 @@ class DistillStrategy(Strategy):
         # Under Poisson client sampling, who took part is secret (the accountant's
         # amplification assumes it): nothing published names a participant.
         secret = self.cfg.clients.sampling == "poisson"
+        client_of = {node: cid for cid, node in self.nodes.items()}
+        outcome: dict[int, str | None] = {}  # client id -> None (answered) or why not
         for reply in replies:
             src = "(withheld)" if secret else reply.metadata.src_node_id
+            sender = client_of.get(reply.metadata.src_node_id)
             if reply.has_error():
                 dropped += 1
                 reason = (reply.error.reason or "").strip().splitlines() or [str(reply.error.code)]
+                if sender is not None:
+                    simulated = reply.error.code in SIMULATED_FAULTS
+                    outcome[sender] = SIMULATED if simulated else reason[-1]
                 if not secret:
                     logger.warning(
                         "round %d: node %s replied with an error: %s",
@@ -212,12 +254,17 @@ class DistillStrategy(Strategy):
                 cid, probs, metrics = self._validate(reply, len(idx), num_classes)
             except ReplyError as err:
                 dropped += 1
+                if sender is not None:
+                    outcome[sender] = f"reply dropped: {err}"
                 if not secret:
                     logger.warning(
                         "round %d: dropped reply of node %s: %s", info["round"], src, err
                     )
                 continue
+            outcome[cid] = None
             accepted.append((cid, probs, float(metrics[proto.NUM_EXAMPLES]), metrics))
+        if not secret:
+            self._tally(info.get("sampled", list(outcome)), outcome)
         accepted.sort(key=lambda t: t[0])  # deterministic order whatever the arrival order
         row: dict[str, Any] = {
             "round": info["round"],

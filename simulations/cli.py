@@ -1,7 +1,9 @@
 """The ``fedkd`` command line.
 
 User mistakes (bad config key or value, missing data file, unusable run directory) print
-one line naming the problem and exit with code 2, without a traceback.
+one line naming the problem and exit with code 2, without a traceback. A run in which some
+clients failed every round they were asked ends with its summary, one line naming them and
+the first reason, and exit code 3.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from pathlib import Path
 logger = logging.getLogger("simulations.cli")
 
 EXIT_USAGE = 2
+#: Exit status of a run that finished while some clients failed every round they were asked.
+EXIT_CLIENTS_FAILED = 3
 #: Exit status after Ctrl-C (128 + SIGINT, as shells report it).
 EXIT_INTERRUPTED = 130
 #: What to run after Ctrl-C, by command: the work already written is kept.
@@ -72,6 +76,18 @@ def _summary_line(summary: dict, out: Path) -> str:
     return line
 
 
+def _report(summary: dict, out: Path) -> int:
+    """Print a run's summary line; the exit status it stands for."""
+    sys.stdout.write(_summary_line(summary, out) + "\n")
+    failing = summary.get("failed_clients")
+    if failing:
+        from server.runner import failed_clients_line
+
+        sys.stderr.write(f"fedkd: error: {failed_clients_line(failing)}\n")
+        return EXIT_CLIENTS_FAILED
+    return 0
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from fedkd.config import ConfigError, load_config
     from fedkd.rundir import RunDir, RunFinished, check_fresh
@@ -89,8 +105,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         out = run.path
         if run.is_done():
             logger.warning("%s already finished; nothing to resume", out)
-            sys.stdout.write(_summary_line(run.read_done(), out) + "\n")
-            return 0
+            return _report(run.read_done(), out)
     else:
         cfg = load_config(args.config, args.set)
         out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
@@ -98,12 +113,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             check_fresh(out, cfg)  # before the preflight: a rerun costs nothing
         except RunFinished as done:
             logger.warning("%s", done)
-            sys.stdout.write(_summary_line(done.summary, out) + "\n")
-            return 0
+            return _report(done.summary, out)
     preflight(cfg)  # nothing is written before it passes
-    summary = simulate(cfg, out, resume=bool(args.resume))
-    sys.stdout.write(_summary_line(summary, out) + "\n")
-    return 0
+    return _report(simulate(cfg, out, resume=bool(args.resume)), out)
 
 
 def build_parser() -> argparse.ArgumentParser:

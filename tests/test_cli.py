@@ -201,3 +201,26 @@ def test_out_naming_an_existing_file_is_one_line(tiny, capsys):
     err = capsys.readouterr().err.strip()
     assert err == "fedkd: error: results.txt is a file, not a run directory; pick another --out"
     assert (tiny.parent / "results.txt").read_text() == "mine"
+
+
+def test_a_client_failing_every_round_makes_the_run_exit_3_naming_it(tiny, capsys, monkeypatch):
+    import client.app
+
+    real = client.app.local_round
+
+    def broken_on_client_1(cfg, data, cid, *args, **kwargs):
+        if cid == 1:
+            raise OSError("disk full")
+        return real(cfg, data, cid, *args, **kwargs)
+
+    monkeypatch.setattr(client.app, "local_round", broken_on_client_1)
+    assert main(["simulate", str(tiny), "--set", "rounds=2"]) == 3
+    err = capsys.readouterr().err
+    line = "fedkd: error: 1 client(s) failed every round they were asked: 1; first reason: node 1:"
+    assert line in err
+    done = json.loads((tiny.parent / "runs" / "tiny" / "DONE").read_text())
+    assert done["status"] == "clients_failed" and done["rounds_completed"] == 2
+    assert done["failed_clients"] == {
+        "1": {"rounds": 2, "reason": "node 1: the round failed (details in the device's own log)"}
+    }
+    assert main(["simulate", str(tiny), "--set", "rounds=2"]) == 3  # the rerun says so too

@@ -21,9 +21,12 @@ NODES = {0: 100, 1: 101, 2: 102, 3: 103}
 M, C = 12, 10
 
 
-def _strategy(codec: str) -> DistillStrategy:
+def _strategy(codec: str, sampling: str = "all") -> DistillStrategy:
     cfg = from_dict(
-        {"clients": {"num_clients": 4}, "distill": {"codec": codec, "epochs": 0, "student": "mlp"}}
+        {
+            "clients": {"num_clients": 4, "sampling": sampling, "sample_rate": 0.5},
+            "distill": {"codec": codec, "epochs": 0, "student": "mlp"},
+        }
     )
     splits = splits_for(cfg.data, cfg.seed)
     strategy = DistillStrategy(
@@ -159,6 +162,64 @@ def test_too_few_valid_replies_leave_teacher_unchanged_then_stop():
         assert teacher is None
     with pytest.raises(RunStopped, match="3 consecutive rounds"):
         list(strategy.configure_train(2, ArrayRecord(), ConfigRecord(), grid=None))
+
+
+def _error(node: int, code: int, reason: str) -> Message:
+    from flwr.app import Error
+
+    request = Message(
+        RecordDict({"c": ConfigRecord({"x": 1})}), dst_node_id=node, message_type="train"
+    )
+    return Message(Error(code=code, reason=reason), reply_to=request)
+
+
+def _answer(cid: int, rng: np.random.Generator) -> Message:
+    return _reply(
+        NODES[cid], get_codec("fp32").encode(_valid(rng)), {"client-id": cid, "num-examples": 10}
+    )
+
+
+@pytest.mark.parametrize("sampling", ["all", "poisson"])
+def test_clients_failing_every_round_they_were_asked_are_named(sampling):
+    from client.app import CLIENT_FAILURE, SIMULATED_DROPOUT, SIMULATED_LOSS
+    from server.strategy import SIMULATED_FAULTS
+
+    assert {SIMULATED_DROPOUT, SIMULATED_LOSS} == SIMULATED_FAULTS
+    rng = np.random.default_rng(0)
+    strategy = _strategy("fp32", sampling)
+    crash = "node 0: the round failed (details in the device's own log)"
+    rounds = [
+        # (sampled, replies): client 3 never replies in round 1 (timeout).
+        (
+            [0, 1, 2, 3],
+            [
+                _error(100, CLIENT_FAILURE, crash),
+                _error(101, SIMULATED_DROPOUT, "x"),
+                _answer(2, rng),
+            ],
+        ),
+        (
+            [0, 1, 2],
+            [_error(100, CLIENT_FAILURE, "node 0: later"), _answer(1, rng), _answer(2, rng)],
+        ),
+    ]
+    for rnd, (sampled, replies) in enumerate(rounds, start=1):
+        strategy._round = {
+            "round": rnd,
+            "idx": np.arange(M),
+            "t0": 0.0,
+            "bytes_down": 0,
+            "sampled": sampled,
+        }
+        strategy.aggregate_train(rnd, replies)
+    if sampling == "poisson":
+        assert strategy.failing_clients() == {} and strategy.failures == {}  # who is secret
+        return
+    # Client 1's simulated dropout does not count; client 2 answered; 0 and 3 never did.
+    assert strategy.failing_clients() == {
+        "0": {"rounds": 2, "reason": crash},
+        "3": {"rounds": 1, "reason": "no reply within runtime.round_timeout"},
+    }
 
 
 def test_attacks_change_predictions_as_documented():
