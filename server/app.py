@@ -81,14 +81,50 @@ def _dump_stacks_on_sigusr1(path: Path) -> None:
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Entry point for ``flwr run``: config path, out dir and overrides from the run config."""
+    """Entry point for ``flwr run``: config path, out dir and overrides from the run config.
+
+    fedkd's progress lines go to the ServerApp's output (``flwr run --stream``, ``flwr log``),
+    ending with the results folder. In a simulation with fewer SuperNodes than
+    ``clients.num_clients`` it fails within seconds with one line naming the
+    ``--federation-config`` to pass (:mod:`server.flwr_federation`), before any file is written.
+    """
+    from server.flwr_federation import (
+        FederationSizeError,
+        check_simulation_size,
+        is_simulation,
+        log_to_stderr,
+    )
+
     torch.set_num_threads(1)
+    log_to_stderr()
     rc = context.run_config
     overrides = [s for s in str(rc.get("overrides", "")).split(";") if s.strip()]
     cfg = load_config(app_path(str(rc["config"])), overrides)
-    out = Path(str(rc["out-dir"]))
-    run = prepare(out, cfg, resume=(out / "config.yaml").exists())
+    if is_simulation(grid):
+        try:
+            check_simulation_size(lambda: len(list(grid.get_node_ids())), cfg.clients.num_clients)
+        except FederationSizeError as err:
+            logger.error("%s", err)  # one line ahead of Flower's traceback
+            raise
+    out = Path(str(rc["out-dir"])).resolve()
+    resume = (out / "config.yaml").exists()
+    run = prepare(out, cfg, resume=resume)
+    logger.info(
+        "%s %s: %d clients, %d rounds; results in %s",
+        "resuming" if resume else "starting",
+        rc["config"],
+        cfg.clients.num_clients,
+        cfg.rounds,
+        out,
+    )
     _dump_stacks_on_sigusr1(out / STACKS)
     from fedkd.deploy.procs import FastPollGrid  # replies polled every 0.1 s, not 3 s
 
-    serve(FastPollGrid(grid), cfg, run, state_dir=str(out / "clients"))
+    summary = serve(FastPollGrid(grid), cfg, run, state_dir=str(out / "clients"))
+    logger.info(
+        "final student accuracy %.4f after %d rounds (%.1f s); results in %s",
+        summary["student_accuracy"],
+        summary["rounds_completed"],
+        summary["seconds"],
+        out,
+    )
