@@ -62,4 +62,4 @@ def digits_arrays() -> dict[str, np.ndarray]:
 
 def labels_out_of_range() -> dict[str, np.ndarray]:
     x, y = load_digits(return_X_y=True)
-    return {"x_train": x, "y_train": y, "num_classes": 5}
+    return {"x_train": x / 16.0, "y_train": y, "num_classes": 5}

@@ -13,7 +13,9 @@ process and reads the arrays from the mapping it returns:
     (``data.proxy_source`` still takes precedence). Its labels are never trained on; they
     only measure the teacher's accuracy on the proxy (without them it reads 0).
 ``num_classes`` (optional)
-    Declared number of classes; labels must lie below it. Otherwise the largest label + 1.
+    Declared number of classes; labels must lie below it, and classes may be empty.
+    Otherwise the largest label + 1, and labels must start at 0 (see
+    :mod:`fedkd.data.sources`).
 
 Features are converted as for the other sources (float32; integer data scaled to
 ``[0, 1]``). ``py:NAME`` (no ``:`` in NAME) names a loader given to
@@ -143,7 +145,14 @@ def _assemble(raw: dict[str, Any], arrays: Mapping[str, Any], spec: str):
     if "x_proxy" in raw and raw["x_proxy"].ndim < 2:
         raise DataError(f"{spec}: x_proxy must have shape (M, ...), got {raw['x_proxy'].shape}")
     xs = dict(zip(names, _scale_features([raw[k] for k in names], f"{spec}: x"), strict=True))
-    source = _make_source(xs["x_train"], ys["y_train"], xs.get("x_test"), ys.get("y_test"), spec)
+    source = _make_source(
+        xs["x_train"],
+        ys["y_train"],
+        xs.get("x_test"),
+        ys.get("y_test"),
+        spec,
+        every_class=arrays.get("num_classes") is None,  # declared: classes may be empty
+    )
     if "x_proxy" in xs and tuple(xs["x_proxy"].shape[1:]) != source.input_shape:
         raise DataError(
             f"{spec}: proxy examples have shape {xs['x_proxy'].shape[1:]}, "

@@ -20,7 +20,17 @@ A data source is named by a spec string:
     The arrays returned by the user's own loader (see :mod:`fedkd.data.pysource`).
 
 Features are returned as float32 scaled to ``[0, 1]`` when the raw data is integer
-valued; labels as int64 in ``[0, num_classes)``.
+valued; labels as int64 in ``[0, num_classes)``. Every source is checked the same way:
+
+* features must be finite; float features are used as given, except that non-negative
+  float features with values above 1 (unscaled pixels, e.g. 0-255 stored as float) are
+  refused with the factor to divide by (floats with negative values, e.g. standardised
+  data, are kept);
+* images stored channels-last, ``(N, H, W, C)`` with C in 1, 3 or 4, are moved to
+  channels-first ``(N, C, H, W)`` (logged);
+* labels must be ``0 .. C-1``, C the largest label + 1: labels that do not start at 0
+  (e.g. 1..4) are refused naming the fix, a class no example has is logged as a
+  warning; a ``py:`` source that declares ``num_classes`` is not checked this way.
 """
 
 from __future__ import annotations
@@ -150,7 +160,9 @@ def _scale_features(arrays: list[np.ndarray], what: str) -> list[np.ndarray]:
 
     uint8 data is divided by 255; other non-negative integer data by the largest value
     over all the arrays (so that train and test share one scale); boolean and
-    floating-point data are kept as is.
+    floating-point data are kept as is. Channels-last images are moved to channels-first
+    first (:func:`_channels_first`), and unscaled float pixels are refused
+    (:func:`_check_float_range`).
 
     Parameters
     ----------
@@ -167,8 +179,11 @@ def _scale_features(arrays: list[np.ndarray], what: str) -> list[np.ndarray]:
     Raises
     ------
     DataError
-        If the features are not numeric, or are negative integers.
+        If the features are not numeric, are negative integers, are not finite, or are
+        non-negative floats above 1.
     """
+    arrays = _channels_first(arrays, what)
+    _check_float_range(arrays, what)
     scaled = []
     peak = _integer_peak(arrays, what)
     for x in arrays:
@@ -181,6 +196,44 @@ def _scale_features(arrays: list[np.ndarray], what: str) -> list[np.ndarray]:
         else:
             raise DataError(f"{what}: features must be numeric, got dtype {x.dtype}")
     return scaled
+
+
+def _channels_first(arrays: list[np.ndarray], what: str) -> list[np.ndarray]:
+    """Move channels-last images ``(N, H, W, C)``, C in 1, 3 or 4, to ``(N, C, H, W)``.
+
+    The first array decides (the others are of the same source); arrays already
+    channels-first (their axis 1 is 1, 3 or 4) and non-image arrays are left alone.
+    """
+    first = arrays[0]
+    if first.ndim != 4 or first.shape[-1] not in (1, 3, 4) or first.shape[1] in (1, 3, 4):
+        return arrays
+    moved = [np.ascontiguousarray(np.moveaxis(x, -1, 1)) if x.ndim == 4 else x for x in arrays]
+    logger.info(
+        "%s: images of shape %s are channels-last; moved to channels-first %s",
+        what,
+        tuple(first.shape[1:]),
+        tuple(moved[0].shape[1:]),
+    )
+    return moved
+
+
+def _check_float_range(arrays: list[np.ndarray], what: str) -> None:
+    """Refuse non-finite features, and non-negative float features above 1."""
+    floats = [x for x in arrays if np.issubdtype(x.dtype, np.floating) and x.size]
+    for x in floats:
+        if not np.all(np.isfinite(x)):
+            raise DataError(f"{what}: features contain NaN or infinite values")
+    if not floats:
+        return
+    low = min(float(x.min()) for x in floats)
+    high = max(float(x.max()) for x in floats)
+    if low >= 0 and high > 1 + 1e-6:
+        factor = "255" if 128 < high <= 255 else f"their maximum, {high:g}"  # 8-bit pixels?
+        raise DataError(
+            f"{what}: float features range over [{low:g}, {high:g}]; fedkd expects float "
+            f"features in [0, 1]: divide them by {factor} (or pass integer pixels, which "
+            "are scaled automatically)"
+        )
 
 
 def _integer_peak(arrays: list[np.ndarray], what: str) -> float:
@@ -274,12 +327,38 @@ def _find_idx_file(directory: Path, stem: str) -> Path:
     raise DataError(f"{directory / stem}: IDX file not found (also tried .gz)")
 
 
-def _num_classes(labels: list[np.ndarray], what: str) -> int:
-    """Number of classes implied by the largest label (at least one label needed)."""
+def _num_classes(labels: list[np.ndarray], what: str, *, every_class: bool = True) -> int:
+    """Number of classes implied by the largest label (at least one label needed).
+
+    With ``every_class``, labels that do not start at 0 (e.g. 1..4) are refused: class 0
+    would have no example; a class skipped in between is logged as a warning.
+    """
     present = [y for y in labels if y.size]
     if not present:
         raise DataError(f"{what}: no labelled examples")
-    return int(max(int(y.max()) for y in present)) + 1
+    count = int(max(int(y.max()) for y in present)) + 1
+    if not every_class:
+        return count
+    seen = np.unique(np.concatenate(present))
+    first, last = int(seen[0]), int(seen[-1])
+    hint = "(a py: source may instead declare num_classes to keep empty classes)"
+    if first > 0 and len(seen) == last - first + 1:
+        raise DataError(
+            f"{what}: labels run {first}..{last}, fedkd expects 0..C-1: subtract {first} from "
+            f"them {hint}"
+        )
+    if first > 0:
+        raise DataError(
+            f"{what}: the smallest label is {first}, fedkd expects 0..C-1: remap the labels "
+            f"to 0..{len(seen) - 1} {hint}"
+        )
+    if len(seen) < count:
+        missing = sorted(set(range(count)) - {int(v) for v in seen})
+        shown = ", ".join(str(m) for m in missing[:5]) + (", ..." if len(missing) > 5 else "")
+        logger.warning(
+            "%s: no example has label(s) %s; %d classes, those stay empty", what, shown, count
+        )
+    return count
 
 
 def _check_lengths(x: np.ndarray, y: np.ndarray, what: str) -> None:
@@ -296,8 +375,10 @@ def _make_source(
     x_test: np.ndarray | None,
     y_test: np.ndarray | None,
     name: str,
+    *,
+    every_class: bool = True,
 ) -> Source:
-    """Assemble a Source from validated arrays, checking shapes agree."""
+    """Assemble a Source from validated arrays, checking shapes and labels agree."""
     input_shape = tuple(int(d) for d in x_train.shape[1:])
     if x_test is not None and tuple(x_test.shape[1:]) != input_shape:
         raise DataError(f"{name}: test examples have shape {x_test.shape[1:]}, train {input_shape}")
@@ -307,7 +388,7 @@ def _make_source(
         y_train=y_train,
         x_test=x_test,
         y_test=y_test,
-        num_classes=_num_classes(labels, name),
+        num_classes=_num_classes(labels, name, every_class=every_class),
         input_shape=input_shape,
         name=name,
     )

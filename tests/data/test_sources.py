@@ -347,3 +347,72 @@ def test_hub_source_reports_a_named_column_that_does_not_exist(monkeypatch):
 
     # Assert
     assert "no image column 'picture'" in str(excinfo.value)
+
+
+def _npz(tmp_path: Path, name: str, **arrays: np.ndarray) -> str:
+    """Write ``arrays`` to ``tmp_path/name`` and return its spec."""
+    path = tmp_path / name
+    np.savez(path, **arrays)
+    return f"npz:{path}"
+
+
+def test_float_images_in_0_255_are_refused_naming_the_scale(tmp_path):
+    x = np.random.default_rng(0).uniform(0, 255, (6, 4, 4)).astype(np.float32)
+    spec = _npz(
+        tmp_path, "f255.npz", x_train=x, y_train=np.arange(6) % 2, x_test=x, y_test=[0, 1] * 3
+    )
+    with pytest.raises(DataError) as err:
+        load_source(spec)
+    message = str(err.value)
+    assert (
+        "f255.npz" in message and "expects float features in [0, 1]: divide them by 255" in message
+    )
+    assert len(message.splitlines()) == 1
+
+
+def test_non_finite_features_are_refused(tmp_path):
+    x = np.zeros((2, 3), np.float32)
+    x[1, 2] = np.nan
+    spec = _npz(tmp_path, "nan.npz", x_train=x, y_train=[0, 1], x_test=x, y_test=[0, 1])
+    with pytest.raises(DataError, match="nan.npz: x: features contain NaN or infinite values"):
+        load_source(spec)
+
+
+def test_standardised_float_features_with_negatives_are_kept(tmp_path):
+    x = np.array([[-1.5, 2.5], [0.5, -0.25]], np.float32)
+    source = load_source(
+        _npz(tmp_path, "z.npz", x_train=x, y_train=[0, 1], x_test=x, y_test=[1, 0])
+    )
+    np.testing.assert_array_equal(source.x_train, x)
+
+
+def test_channels_last_images_are_moved_to_channels_first(tmp_path, caplog):
+    x = np.random.default_rng(1).integers(0, 256, (4, 6, 5, 1)).astype(np.uint8)
+    spec = _npz(tmp_path, "hwc.npz", x_train=x, y_train=[0, 1, 0, 1], x_test=x[:2], y_test=[1, 0])
+    with caplog.at_level("INFO", logger="fedkd.data.sources"):
+        source = load_source(spec)
+    assert source.input_shape == (1, 6, 5)
+    assert source.x_test.shape == (2, 1, 6, 5)
+    np.testing.assert_allclose(source.x_train[:, 0], x[..., 0] / 255.0, rtol=1e-6)
+    assert "channels-last" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("y_train", "y_test", "needle"),
+    [
+        ([1, 2, 3, 4], [4, 1], "labels run 1..4, fedkd expects 0..C-1: subtract 1"),
+        (
+            [2, 5, 7, 2],
+            [5, 7],
+            "the smallest label is 2, fedkd expects 0..C-1: remap the labels to 0..2",
+        ),
+    ],
+)
+def test_labels_that_do_not_start_at_zero_are_refused_naming_the_fix(
+    tmp_path, y_train, y_test, needle
+):
+    x = np.zeros((4, 3), np.uint8)
+    spec = _npz(tmp_path, "one.npz", x_train=x, y_train=y_train, x_test=x[:2], y_test=y_test)
+    with pytest.raises(DataError) as err:
+        load_source(spec)
+    assert needle in str(err.value) and len(str(err.value).splitlines()) == 1
