@@ -3,7 +3,7 @@
 * ``dpsgd`` (example level): simulations/configs/dpsgd.yaml (10 clients, Dirichlet 0.5,
   linear heads on a PCA of the public proxy, one full-batch DP-SGD step per round, label
   propagation on the server), target ε = 1, 3, 8 at δ = 1e-5, noise calibrated once for
-  the whole run (PRV accountant), three seeds.
+  the whole run (PLD accountant, replace-one), three seeds.
 * ``gaussian`` and ``pate`` (client level): 100 clients (about 10 digits each), Dirichlet
   0.5, every client asked each round on 20 proxy rows, δ = 1e-5, noise calibrated for
   target ε = 2, 4, 8, labels propagated and sharpened on the server.
