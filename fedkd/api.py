@@ -100,6 +100,8 @@ def run(
     from simulations.preflight import preflight
     from simulations.runner import simulate
 
+    for name, factory in (models or {}).items():  # before the config names them
+        register_model(name, factory)
     cfg = bring_your_own(_as_config(config, overrides), models=models, data=data)
     path = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="fedkd-"))
     preflight(cfg)
