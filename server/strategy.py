@@ -307,9 +307,9 @@ class DistillStrategy(Strategy):
         else:
             self.failed_rounds += 1
             logger.warning(
-                "round %d: %d valid replies < clients.min_replies=%d, teacher unchanged",
+                "round %d: %s valid replies < clients.min_replies=%d, teacher unchanged",
                 info["round"],
-                len(accepted),
+                "(count withheld)" if secret else len(accepted),
                 self.cfg.clients.min_replies,
             )
             row["teacher_accuracy"] = float("nan")
