@@ -140,7 +140,7 @@ def client_part(tmp: Path, args: argparse.Namespace) -> None:
             flush=True,
         )
     for target in (float(t) for t in args.client_targets.split(",")):
-        sigma = pate_sigma(target, 1e-5, rounds * rows, 1.0, threshold=False)
+        sigma = pate_sigma(target, 1e-5, rounds, rows, 1.0, threshold=False)
         s, wall = run(
             tmp / f"p{target}",
             *common,
