@@ -113,7 +113,10 @@ class CentralMechanism:
         from fedkd.privacy import gnmax
 
         pt = self.cfg.privacy.pate
-        votes = aggregate("votes", preds)  # (M, C) counts
+        if preds.shape[0]:
+            votes = aggregate("votes", preds)  # (M, C) counts
+        else:  # nobody took part (Poisson): the round still releases, on an empty histogram
+            votes = np.zeros(preds.shape[1:], np.float64)
         rng = self.rng(server_round, 0x6B)
         if pt.threshold is None:
             labels = gnmax.gnmax(votes, pt.sigma, rng)

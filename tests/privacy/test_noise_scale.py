@@ -101,3 +101,13 @@ def test_gnmax_noise_has_the_ledger_sigma():
     assert mech.ledger.releases[-1].noise_multiplier == sigma
     assert measured == pytest.approx(_gnmax_accuracy(teachers / sigma, classes), abs=0.03)
     assert abs(measured - _gnmax_accuracy(teachers / (sigma / 2), classes)) > 0.1
+
+
+def test_a_pate_round_nobody_joined_still_releases_and_is_charged():
+    # Under Poisson sampling an empty round is a valid outcome; it must release (pure noise)
+    # rather than fail, and the ledger must charge it.
+    cfg, mech = _mechanism(
+        ["privacy.mechanisms=[pate]", "clients.sampling=poisson", "clients.sample_rate=0.1"]
+    )
+    rows, labels = mech.teacher(1, np.zeros((0, 40, 10), np.float32), np.zeros(0), 50)
+    assert labels.shape == (40, 10) and len(mech.ledger) == 1
