@@ -41,10 +41,12 @@ def _setup_logging(verbose: bool) -> None:
     try:
         from rich.logging import RichHandler
 
+        if not sys.stdout.isatty():
+            raise ImportError  # piped or captured: plain lines, one per round, no wrapping
         handler: logging.Handler = RichHandler(show_path=False, show_time=False, markup=False)
         fmt = "%(message)s"
-    except ImportError:  # pragma: no cover - rich is a dependency
-        handler, fmt = logging.StreamHandler(), "%(levelname)s %(message)s"
+    except ImportError:
+        handler, fmt = logging.StreamHandler(sys.stdout), "%(levelname)-8s %(message)s"
     handler.setFormatter(logging.Formatter(fmt))
     logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
     for ours in ("fedkd", "server", "client", "simulations"):
