@@ -35,6 +35,51 @@ EXTENSIONS = (
     "client.deploy_cli",
     "simulations.export_cli",
 )
+#: What ``fedkd --help`` says about itself: plain text, not the module's reST docstring.
+DESCRIPTION = (
+    "Federated knowledge distillation with differential privacy: run simulations and "
+    "sweeps, report the privacy spent, deploy, export."
+)
+_VERBOSE_HELP = "show Flower and Ray logs"
+
+
+def package_version() -> str:
+    """The installed ``fedkd`` distribution's version, or ``unknown`` outside an install.
+
+    Returns
+    -------
+    str
+        E.g. ``0.1.0``.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fedkd")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _add_verbose_everywhere(parser: argparse.ArgumentParser) -> None:
+    """Accept ``-v`` / ``--verbose`` after every (nested) sub-command too.
+
+    The sub-command's flag has no default of its own (``SUPPRESS``), so a ``-v`` given
+    before the sub-command is not reset by the sub-parser.
+    """
+    for action in parser._actions:  # argparse has no public walk of its sub-parsers
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for child in dict.fromkeys(action.choices.values()):  # aliases share a parser
+            try:
+                child.add_argument(
+                    "-v",
+                    "--verbose",
+                    action="store_true",
+                    default=argparse.SUPPRESS,
+                    help=_VERBOSE_HELP,
+                )
+            except argparse.ArgumentError:  # that command uses -v itself
+                logger.debug("fedkd %s keeps its own -v", child.prog)
+            _add_verbose_everywhere(child)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -122,8 +167,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``fedkd``."""
-    parser = argparse.ArgumentParser(prog="fedkd", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="show Flower and Ray logs")
+    parser = argparse.ArgumentParser(prog="fedkd", description=DESCRIPTION)
+    parser.add_argument("-v", "--verbose", action="store_true", help=_VERBOSE_HELP)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     sim = sub.add_parser("simulate", help="run a federated-distillation simulation")
@@ -146,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(sub)
+    _add_verbose_everywhere(parser)
     return parser
 
 

@@ -224,3 +224,49 @@ def test_a_client_failing_every_round_makes_the_run_exit_3_naming_it(tiny, capsy
         "1": {"rounds": 2, "reason": "node 1: the round failed (details in the device's own log)"}
     }
     assert main(["simulate", str(tiny), "--set", "rounds=2"]) == 3  # the rerun says so too
+
+
+def test_version_prints_the_installed_package_version_and_exits_0(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.strip() == f"fedkd {version('fedkd')}"
+
+
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [("before", True), ("after", True), ("long-after", True), ("none", False)],
+)
+def test_verbose_is_accepted_before_or_after_the_sub_command(
+    tmp_path, monkeypatch, where, expected
+):
+    import simulations.cli as cli
+
+    seen = []
+    monkeypatch.setattr(cli, "_setup_logging", seen.append)
+    command = ["simulate", str(tmp_path / "none.yaml")]
+    argv = {
+        "before": ["-v", *command],
+        "after": [*command, "-v"],
+        "long-after": [*command, "--verbose"],
+        "none": command,
+    }[where]
+    assert main(argv) == 2  # the config does not exist: past the parser, into the command
+    assert seen == [expected]
+
+
+def test_verbose_after_a_nested_sub_command_parses():
+    from simulations.cli import build_parser
+
+    args = build_parser().parse_args(["keys", "ca", "--out", "x", "-v"])
+    assert args.verbose is True
+
+
+def test_top_level_help_is_plain_text_not_rest(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "``" not in out and ":func:" not in out and ":mod:" not in out
+    assert "Federated knowledge distillation" in out and "--version" in out
