@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import logging
 import math
 import re
 from collections.abc import Mapping
@@ -38,6 +39,8 @@ from typing import Any
 import yaml
 
 from fedkd.config import Config, ConfigError, from_dict
+
+logger = logging.getLogger(__name__)
 
 SPECIAL_KEYS = ("method", "epsilon")
 
@@ -112,6 +115,48 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def resolve_base(base: str, where: Path | None) -> Path:
+    """The file a sweep's ``base:`` path names.
+
+    Parameters
+    ----------
+    base : str
+        The ``base:`` value. An absolute path is taken as it is.
+    where : Path, optional
+        Folder of the sweep file. A relative path is looked up there; only if no such file
+        is there, it is looked up in the current directory (with a warning, as that depends
+        on where the command is started).
+
+    Returns
+    -------
+    Path
+        An existing file.
+
+    Raises
+    ------
+    ConfigError
+        If neither place holds the file.
+    """
+    given = Path(base)
+    if given.is_absolute() or where is None:
+        if given.is_file():
+            return given
+        raise ConfigError(f"sweep: base config not found: {base}")
+    beside = where / given
+    if beside.is_file():
+        return beside
+    if given.is_file():
+        logger.warning(
+            "sweep: base %s is not beside the sweep file (in %s); using %s from the current "
+            "directory",
+            base,
+            where,
+            given.resolve(),
+        )
+        return given
+    raise ConfigError(f"sweep: base config not found: {base} (looked in {where} and in .)")
+
+
 def parse_spec(raw: Mapping[str, Any], where: Path | None = None) -> SweepSpec:
     """Check a sweep mapping and resolve its ``base``.
 
@@ -120,8 +165,8 @@ def parse_spec(raw: Mapping[str, Any], where: Path | None = None) -> SweepSpec:
     raw : mapping
         The loaded sweep YAML.
     where : Path, optional
-        Folder of the sweep file; a relative ``base`` path is looked up there first, then
-        in the current directory.
+        Folder of the sweep file; a relative ``base`` path is resolved against it (see
+        :func:`resolve_base`).
 
     Raises
     ------
@@ -138,13 +183,7 @@ def parse_spec(raw: Mapping[str, Any], where: Path | None = None) -> SweepSpec:
         )
     base_raw = raw.get("base", {})
     if isinstance(base_raw, str):
-        candidates = [Path(base_raw)] if Path(base_raw).is_absolute() else []
-        if where is not None and not Path(base_raw).is_absolute():
-            candidates.append(where / base_raw)
-        candidates.append(Path(base_raw))
-        path = next((p for p in candidates if p.is_file()), None)
-        if path is None:
-            raise ConfigError(f"sweep: base config not found: {base_raw}")
+        path = resolve_base(base_raw, where)
         base = yaml.safe_load(path.read_text()) or {}
     elif isinstance(base_raw, Mapping):
         base = _nest(base_raw, "base")

@@ -308,3 +308,44 @@ def test_ctrl_c_in_a_parallel_sweep_stops_the_workers_and_rerunning_resumes(tmp_
     monkeypatch.setattr(sweep._Tracker, "finished", finished)
     _, rows = run_sweep(spec, tmp_path, progress=False, plots=False, jobs=2)
     assert [r["status"] for r in rows] == ["done"] * 6
+
+
+def test_base_path_resolves_beside_the_sweep_file_not_the_working_directory(
+    tmp_path, monkeypatch, caplog
+):
+    from simulations.sweep_spec import load_spec
+
+    sweeps = tmp_path / "sweeps"
+    sweeps.mkdir()
+    (sweeps / "base.yaml").write_text(yaml.safe_dump({**BASE, "rounds": 3}))
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({**BASE, "rounds": 5}))
+    (sweeps / "sweep.yaml").write_text(yaml.safe_dump({"base": "base.yaml", "grid": {"seed": [0]}}))
+    monkeypatch.chdir(tmp_path)  # a base.yaml here too: the one beside the sweep wins
+    assert load_spec(sweeps / "sweep.yaml").base["rounds"] == 3
+    monkeypatch.chdir(sweeps.parent.parent)  # started elsewhere: same answer
+    assert load_spec(sweeps / "sweep.yaml").base["rounds"] == 3
+    # Only the working directory has it: used, with a warning saying so.
+    (sweeps / "base.yaml").unlink()
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level("WARNING", logger="simulations.sweep_spec"):
+        assert load_spec(sweeps / "sweep.yaml").base["rounds"] == 5
+    assert "not beside the sweep file" in caplog.text
+    (tmp_path / "base.yaml").unlink()
+    with pytest.raises(ConfigError, match="base config not found: base.yaml"):
+        load_spec(sweeps / "sweep.yaml")
+
+
+def test_committed_sweep_files_find_their_base_from_any_directory(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from simulations.sweep_spec import load_spec
+
+    configs = Path(__file__).resolve().parents[1] / "simulations" / "configs"
+    monkeypatch.chdir(tmp_path)
+    files = sorted(configs.glob("sweep_*.yaml"))
+    assert files
+    for path in files:
+        base = yaml.safe_load(path.read_text())["base"]
+        if isinstance(base, str):
+            assert (configs / base).is_file(), f"{path.name}: base {base} is not beside it"
+        assert load_spec(path).base, path.name
