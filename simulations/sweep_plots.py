@@ -1,9 +1,9 @@
 """Plots of a sweep (matplotlib, Agg): accuracy vs ε, vs round, vs uplink bytes.
 
-Series are ``method / mechanism``. Seeds are averaged (mean ± std). In the ε plot the
-non-private point (ε = ∞, drawn at the right edge) of a private series is its non-private
-counterpart: fedkd without mechanisms for fedkd, ``central`` for ``central-dpsgd``,
-``fedavg`` for ``dp-fedavg``; ``local`` is a dashed reference line.
+Series are ``method / mechanism`` (plus the other swept values, if any); each has one
+colour in every figure and panel (:func:`series_colors`). Seeds are averaged (mean ± std).
+In the ε plot every non-private series (ε = ∞: fedkd without mechanisms, ``central``,
+``fedavg``, ``local``, ...) is a horizontal dotted reference line at its mean accuracy.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-_NON_PRIVATE_TWIN = {"central-dpsgd": "central", "dp-fedavg": "fedavg"}
 _SCOPE = {"dpsgd": "example", "gaussian": "client", "pate": "client"}
 
 
@@ -64,8 +63,67 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(arr.mean()), float(arr.std())
 
 
+def series_colors(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """One colour per series (method / mechanism, and setting), shared by every figure.
+
+    The colours depend on all finished rows only, not on what one figure or panel draws, so
+    a series has the same colour in the ε plot, in every panel of the per-round and
+    per-byte plots, and in each of their legends.
+
+    Parameters
+    ----------
+    rows : list of dict
+        Results rows (``results.csv``).
+
+    Returns
+    -------
+    dict
+        Series label (:func:`series_label`) -> matplotlib colour.
+    """
+    labels = sorted(
+        {series_label(r): _series_order(r) for r in _done(rows)}.items(),
+        key=lambda kv: (kv[1], kv[0]),
+    )
+    if len(labels) <= 10:
+        return {label: f"C{i}" for i, (label, _) in enumerate(labels)}
+    import matplotlib
+    import matplotlib.colors
+
+    cmap = matplotlib.colormaps["tab20"]
+    return {label: matplotlib.colors.to_hex(cmap(i % 20)) for i, (label, _) in enumerate(labels)}
+
+
+_METHOD_ORDER = ("fedkd", "central", "central-dpsgd", "local", "fedavg", "dp-fedavg")
+
+
+def _series_order(row: dict[str, Any]) -> tuple[int, str, str]:
+    method = row["method"]
+    rank = _METHOD_ORDER.index(method) if method in _METHOD_ORDER else len(_METHOD_ORDER)
+    return (rank, f"{method} {row['mechanism']}", setting_of(row))
+
+
+def _save(fig: Any, path: Path, dpi: int) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
 def plot_accuracy_vs_epsilon(rows: list[dict[str, Any]], path: Path) -> None:
-    """Final accuracy against target ε, one line per private series, mean ± std over seeds."""
+    """Final accuracy against target ε, one line per private series, mean ± std over seeds.
+
+    Each non-private series (ε = ∞) is a horizontal dotted line at its mean accuracy, in
+    its own colour, with a band of ± std when there are several seeds.
+    """
+    fig = epsilon_figure(rows)
+    if fig is None:
+        logger.info("no private cells: skipping %s", path.name)
+        return
+    _save(fig, path, dpi=110)
+
+
+def epsilon_figure(rows: list[dict[str, Any]]) -> Any:
+    """The figure of :func:`plot_accuracy_vs_epsilon`, or None without private cells."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -73,48 +131,53 @@ def plot_accuracy_vs_epsilon(rows: list[dict[str, Any]], path: Path) -> None:
 
     done = _done(rows)
     private = [r for r in done if r["mechanism"] != "none"]
-    eps_values = sorted({_num(r["target_epsilon"]) for r in private} - {math.inf})
+    eps_values = sorted({_num(r["target_epsilon"]) for r in private})
     eps_values = [e for e in eps_values if math.isfinite(e)]
     if not eps_values:
-        logger.info("no private cells: skipping %s", path.name)
-        return
-    inf_x = max(eps_values) * 2
-    non_private: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for r in done:
-        if r["mechanism"] == "none":
-            non_private[(r["method"], setting_of(r))].append(_num(r["student_accuracy"]))
+        return None
+    colors = series_colors(rows)
     groups: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for r in private:
-        groups[series_label(r)][_num(r["target_epsilon"])].append(_num(r["student_accuracy"]))
-    method_of = {series_label(r): (r["method"], setting_of(r)) for r in private}
+    non_private: dict[str, list[float]] = defaultdict(list)
+    for r in done:
+        eps = _num(r["target_epsilon"])
+        if r["mechanism"] == "none":
+            non_private[series_label(r)].append(_num(r["student_accuracy"]))
+        elif math.isfinite(eps):
+            groups[series_label(r)][eps].append(_num(r["student_accuracy"]))
+    order = {label: i for i, label in enumerate(colors)}
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    for label, by_eps in sorted(groups.items()):
-        xs = sorted(by_eps)
-        stats = [_mean_std(by_eps[x]) for x in xs]
-        method, setting = method_of[label]
-        twin = (_NON_PRIVATE_TWIN.get(method, method), setting)
-        if non_private.get(twin):
-            xs = [*xs, inf_x]
-            stats.append(_mean_std(non_private[twin]))
-        means, stds = zip(*stats, strict=True)
+    for label in sorted(groups, key=order.__getitem__):
+        xs = sorted(groups[label])
+        means, stds = zip(*(_mean_std(groups[label][x]) for x in xs), strict=True)
         style = "--" if "(client-level)" in label else "-"
-        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, linestyle=style, label=label)
-    for (method, _setting), accs in sorted(non_private.items()):
-        if method == "local":
-            ax.axhline(_mean_std(accs)[0], color="grey", linestyle=":", label="local (non-private)")
+        ax.errorbar(
+            xs,
+            means,
+            yerr=stds,
+            marker="o",
+            capsize=3,
+            linestyle=style,
+            color=colors[label],
+            label=label,
+        )
+    for label in sorted(non_private, key=order.__getitem__):
+        mean, std = _mean_std(non_private[label])
+        if not math.isfinite(mean):
+            continue
+        ax.axhline(mean, color=colors[label], linestyle=":", label=f"{label} (ε = ∞)")
+        if std > 0:
+            ax.axhspan(mean - std, mean + std, color=colors[label], alpha=0.08, linewidth=0)
     ax.set_xscale("log", base=2)
-    ticks = [*eps_values, inf_x]
-    ax.set_xticks(ticks)
-    ax.set_xticklabels([f"{e:g}" for e in eps_values] + ["∞"])
+    ax.set_xticks(eps_values)
+    ax.set_xticklabels([f"{e:g}" for e in eps_values])
     ax.set_xlabel("target ε (example-level δ for dpsgd, client-level δ otherwise)")
     ax.set_ylabel("final test accuracy")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
-    ax.set_title("accuracy vs privacy budget (mean ± std over seeds)")
+    ax.set_title("accuracy vs privacy budget (mean ± std over seeds; dotted: ε = ∞)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def _curves(out: Path, rows: list[dict[str, Any]]) -> dict[tuple[str, float], list[list[dict]]]:
@@ -144,6 +207,17 @@ def plot_accuracy_vs_bytes(out: Path, rows: list[dict[str, Any]], path: Path) ->
 
 
 def _plot_curves(out: Path, rows: list[dict[str, Any]], path: Path, *, x_key: str) -> None:
+    fig = curves_figure(out, rows, x_key=x_key)
+    if fig is not None:
+        _save(fig, path, dpi=100)
+
+
+def curves_figure(out: Path, rows: list[dict[str, Any]], *, x_key: str) -> Any:
+    """Accuracy against ``round`` or ``bytes_up``, one panel per target ε; None if empty.
+
+    Colours come from :func:`series_colors` over all rows, so they match across panels
+    and across figures.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -155,15 +229,15 @@ def _plot_curves(out: Path, rows: list[dict[str, Any]], path: Path, *, x_key: st
             k: v for k, v in curves.items() if any(r.get("bytes_up", 0) for run in v for r in run)
         }
     if not curves:
-        return
+        return None
     panels = _panels(curves)
-    labels = sorted({label for label, _ in curves})
-    colors = {label: f"C{i % 10}" for i, label in enumerate(labels)}
+    colors = series_colors(rows)
+    order = {label: i for i, label in enumerate(colors)}
     fig, axes = plt.subplots(
         1, len(panels), figsize=(4.2 * len(panels), 4.0), squeeze=False, sharey=True
     )
     for ax, eps in zip(axes[0], panels, strict=True):
-        for (label, e), runs in sorted(curves.items()):
+        for (label, e), runs in sorted(curves.items(), key=lambda kv: order[kv[0][0]]):
             if not (e == eps or (math.isnan(e) and math.isnan(eps))):
                 continue
             length = min(len(run) for run in runs)
@@ -188,8 +262,7 @@ def _plot_curves(out: Path, rows: list[dict[str, Any]], path: Path, *, x_key: st
         ax.legend(fontsize=6, loc="lower right")
     axes[0][0].set_ylabel("test accuracy (mean over seeds)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig
 
 
 def plot_sweep(out: str | Path, rows: list[dict[str, Any]]) -> list[Path]:
@@ -213,10 +286,22 @@ def plot_sweep(out: str | Path, rows: list[dict[str, Any]]) -> list[Path]:
     return written
 
 
+def _mean_std_text(values: list[float]) -> str:
+    """``0.9123 ± 0.0100``; one finite value: ``0.9123 (1 seed)``; none: ``—``."""
+    n = sum(math.isfinite(v) for v in values)
+    mean, std = _mean_std(values)
+    if n == 0:
+        return "—"
+    if n == 1:
+        return f"{mean:.4f} (1 seed)"
+    return f"{mean:.4f} ± {std:.4f}"
+
+
 def summary_table(rows: list[dict[str, Any]]) -> str:
     """Markdown table: one line per method / mechanism / target ε, mean ± std over seeds.
 
-    Columns: accuracy, seeds, measured ε (example- or client-level, mean), uplink bytes per
+    Columns: accuracy (a single seed reads ``0.9123 (1 seed)``, not ``± 0.0000``), seeds,
+    measured ε (example- or client-level, mean), uplink bytes per
     client-round, total uplink bytes per run, wall seconds per run (mean).
     """
     groups: dict[tuple[str, str, float, str], list[dict[str, Any]]] = defaultdict(list)
@@ -237,7 +322,6 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
     for key in sorted(groups, key=order):
         method, mech, eps, setting = key
         rs = groups[key]
-        mean, std = _mean_std([_num(r["student_accuracy"]) for r in rs])
         scope = "example" if mech == "dpsgd" else "client"
         measured = [_num(r.get(f"epsilon_{scope}")) for r in rs]
         deltas = {r.get(f"delta_{scope}") for r in rs}
@@ -247,7 +331,7 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
         total, _ = _mean_std([_num(r["bytes_up"]) for r in rs])
         wall, _ = _mean_std([_num(r["wall_seconds"]) for r in rs])
         worst = [_num(r.get("worst_client_accuracy")) for r in rs]
-        acc_text = f"{mean:.4f} ± {std:.4f}"
+        acc_text = _mean_std_text([_num(r["student_accuracy"]) for r in rs])
         if method == "local" and any(math.isfinite(w) for w in worst):
             acc_text += f" (worst client {_mean_std(worst)[0]:.4f})"
         lines.append(

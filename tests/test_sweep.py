@@ -349,3 +349,102 @@ def test_committed_sweep_files_find_their_base_from_any_directory(tmp_path, monk
         if isinstance(base, str):
             assert (configs / base).is_file(), f"{path.name}: base {base} is not beside it"
         assert load_spec(path).base, path.name
+
+
+def _figures_of_plot_sweep(out, rows, monkeypatch):
+    """Run ``plot_sweep`` and keep its figures (by file name) instead of only the PNGs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from simulations.sweep_plots import plot_sweep
+
+    figures = {}
+    real = Figure.savefig
+
+    def keep(fig, path, *args, **kwargs):
+        figures[os.path.basename(str(path))] = fig
+        return real(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    plot_sweep(out, rows)
+    return figures
+
+
+def _legend_colors(fig):
+    """(label, hex colour) of every legend entry of every panel of a figure."""
+    from matplotlib.colors import to_hex
+
+    entries = []
+    for ax in fig.axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            line = handle[0] if isinstance(handle, tuple) else handle  # errorbar container
+            entries.append((label.removesuffix(" (ε = ∞)"), to_hex(line.get_color())))
+    return entries
+
+
+def _private_and_non_private_sweep(tmp_path):
+    spec = parse_spec(
+        {
+            "base": BASE,
+            "grids": [
+                {"privacy.mechanisms": [["dpsgd"]], "epsilon": [1, 2], "seed": [0, 1]},
+                {"method": ["central", "fedkd"], "seed": [0, 1]},
+            ],
+        }
+    )
+    _, rows = run_sweep(spec, tmp_path, progress=False, plots=False)
+    central = tmp_path / "method=central__seed=0" / "metrics.json"
+    for path in tmp_path.glob("method=central__seed=*/metrics.json"):
+        metrics = json.loads(path.read_text())  # central sends nothing: not in the bytes plot
+        for r in metrics["rounds"]:
+            r["bytes_up"] = 0
+        path.write_text(json.dumps(metrics))
+    assert central.exists()
+    return rows
+
+
+def test_each_series_has_one_colour_in_every_plot_and_panel(tmp_path, fake_runs, monkeypatch):
+    rows = _private_and_non_private_sweep(tmp_path)
+    figures = _figures_of_plot_sweep(tmp_path, rows, monkeypatch)
+    assert set(figures) == {
+        "accuracy_vs_epsilon.png",
+        "accuracy_vs_round.png",
+        "accuracy_vs_uplink_bytes.png",
+    }
+    colours: dict[str, set[str]] = {}
+    for name, fig in figures.items():
+        for label, colour in _legend_colors(fig):
+            colours.setdefault(label, set()).add(colour)
+            assert label in {"fedkd", "central", "fedkd / dpsgd (example-level)"}, (name, label)
+    assert set(colours) == {"fedkd", "central", "fedkd / dpsgd (example-level)"}
+    assert all(len(c) == 1 for c in colours.values()), colours
+    assert len({next(iter(c)) for c in colours.values()}) == 3  # and distinct series differ
+
+
+def test_epsilon_plot_draws_non_private_references_as_horizontal_lines(
+    tmp_path, fake_runs, monkeypatch
+):
+    rows = _private_and_non_private_sweep(tmp_path)
+    fig = _figures_of_plot_sweep(tmp_path, rows, monkeypatch)["accuracy_vs_epsilon.png"]
+    (ax,) = fig.axes
+    refs = {line.get_label(): line for line in ax.get_lines() if "ε = ∞" in line.get_label()}
+    assert set(refs) == {"fedkd (ε = ∞)", "central (ε = ∞)"}
+    for line in refs.values():
+        assert list(line.get_xdata()) == [0, 1]  # axes coordinates: the whole width
+        assert list(line.get_ydata()) == pytest.approx([0.55, 0.55])  # mean of seeds 0, 1
+    assert "∞" not in [t.get_text() for t in ax.get_xticklabels()]
+    xs = [x for line in ax.get_lines() if "ε = ∞" not in line.get_label() for x in line.get_xdata()]
+    assert xs and max(xs) == 2  # no point past the largest finite ε
+
+
+def test_results_md_gives_a_single_seed_without_a_zero_std(tmp_path, fake_runs):
+    from simulations.sweep_plots import summary_table
+
+    _, one = run_sweep(_spec({"seed": [1]}), tmp_path / "one", progress=False, plots=False)
+    table = summary_table(one)
+    assert "± 0.0000" not in table and "| 0.6000 (1 seed) |" in table
+    assert (tmp_path / "one" / "results.md").read_text() == table
+    _, two = run_sweep(_spec({"seed": [0, 1]}), tmp_path / "two", progress=False, plots=False)
+    assert "| 0.5500 ± 0.0500 |" in summary_table(two)
