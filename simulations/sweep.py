@@ -190,7 +190,10 @@ def _run_parallel(todo: list[Cell], out: Path, jobs: int, tracker: _Tracker) -> 
 
     ctx = multiprocessing.get_context("spawn")  # no forked torch / thread state
     ours_before = set(multiprocessing.active_children())
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_ignore_sigint)
+    verbose = logging.getLogger("flwr").propagate  # the CLI turns it off unless -v
+    pool = ProcessPoolExecutor(
+        max_workers=jobs, mp_context=ctx, initializer=_init_worker, initargs=(verbose,)
+    )
     try:
         pending = {pool.submit(_pool_cell, cell, out / cell.name): cell for cell in todo}
         while pending:
@@ -219,11 +222,19 @@ def _run_parallel(todo: list[Cell], out: Path, jobs: int, tracker: _Tracker) -> 
     pool.shutdown(wait=True)
 
 
-def _ignore_sigint() -> None:
-    """Pool initializer: Ctrl-C is the parent's to handle (it terminates the workers)."""
+def _init_worker(verbose: bool = False) -> None:
+    """Pool initializer: Ctrl-C is the parent's to handle (it terminates the workers), and
+    Flower's log stays quiet in workers as in the parent unless ``-v`` was given (a spawned
+    worker would otherwise print each of Flower's lines twice)."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not verbose:
+        import flwr.common.logger  # noqa: F401 - Flower configures its logger on import
+
+        flwr_logger = logging.getLogger("flwr")
+        flwr_logger.setLevel(logging.WARNING)
+        flwr_logger.propagate = False
 
 
 @contextlib.contextmanager

@@ -448,3 +448,21 @@ def test_results_md_gives_a_single_seed_without_a_zero_std(tmp_path, fake_runs):
     assert (tmp_path / "one" / "results.md").read_text() == table
     _, two = run_sweep(_spec({"seed": [0, 1]}), tmp_path / "two", progress=False, plots=False)
     assert "| 0.5500 ± 0.0500 |" in summary_table(two)
+
+
+def test_sweep_workers_keep_flowers_log_quiet_unless_verbose(monkeypatch):
+    # A spawned worker does not run the CLI's logging set-up: without this, each of Flower's
+    # lines came out twice per cell (795 lines for a 3-cell sweep).
+    import logging
+    import signal
+
+    from simulations.sweep import _init_worker
+
+    monkeypatch.setattr(signal, "signal", lambda *a: None)
+    flwr_logger = logging.getLogger("flwr")
+    monkeypatch.setattr(flwr_logger, "propagate", True)
+    monkeypatch.setattr(flwr_logger, "level", logging.INFO)
+    _init_worker(verbose=True)
+    assert flwr_logger.propagate and flwr_logger.level == logging.INFO
+    _init_worker(verbose=False)
+    assert not flwr_logger.propagate and flwr_logger.level == logging.WARNING
