@@ -156,6 +156,18 @@ def _add_remove_view(components: Sequence[Component]) -> list[tuple[float, float
     return out
 
 
+def _cross_check_view(
+    releases: Sequence[Release], delta: float
+) -> list[tuple[float, float, int]] | float | None:
+    """What the add/remove-only accountants (RDP, PRV) can take: the add/remove view of the
+    releases, 0.0 when nothing was released, None when a component is beyond them."""
+    _check_delta_range(delta)
+    components = _components(releases)
+    if not components:
+        return 0.0
+    return _add_remove_view(components)
+
+
 # --------------------------------------------------------------------------- accountants
 
 
@@ -215,13 +227,9 @@ def rdp_epsilon(
     """
     from opacus.accountants.analysis.rdp import get_privacy_spent
 
-    _check_delta_range(delta)
-    components = _components(releases)
-    if not components:
-        return 0.0
-    view = _add_remove_view(components)
-    if view is None:
-        return None
+    view = _cross_check_view(releases, delta)
+    if not view:
+        return view  # 0.0 for nothing released, None where RDP does not apply
     alphas = tuple(float(a) for a in (DEFAULT_ORDERS if orders is None else orders))
     total = np.zeros(len(alphas))
     for z, q, count in view:
@@ -243,13 +251,9 @@ def prv_epsilon(releases: Sequence[Release], delta: float, eps_error: float = 0.
     """ε with Opacus' PRV accountant (upper estimate; cross-check). ``None`` as for RDP."""
     from opacus.accountants import PRVAccountant
 
-    _check_delta_range(delta)
-    components = _components(releases)
-    if not components:
-        return 0.0
-    view = _add_remove_view(components)
-    if view is None:
-        return None
+    view = _cross_check_view(releases, delta)
+    if not view:
+        return view  # 0.0 for nothing released, None where PRV does not apply
     accountant = PRVAccountant()
     accountant.history = list(view)
     with warnings.catch_warnings():

@@ -28,7 +28,14 @@ from fedkd.clientdata import ClientData
 from fedkd.config import Config, ConfigError
 from fedkd.privacy import entropy
 from fedkd.privacy.accounting import epsilon, noise_for_target_epsilon
-from fedkd.privacy.dpsgd import DPSGDState, dp_train, epsilon_of, refuse_batchnorm, sample_rate_for
+from fedkd.privacy.dpsgd import (
+    DPSGDState,
+    dp_train,
+    epsilon_of,
+    refuse_batchnorm,
+    release_for_round,
+    sample_rate_for,
+)
 from fedkd.privacy.ledger import Release
 
 logger = logging.getLogger(__name__)
@@ -63,17 +70,8 @@ def dpsgd_release(
     subject: str, server_round: int, steps: int, state: DPSGDState, population: int, cfg: Config
 ) -> Release:
     """The ledger entry for ``steps`` DP-SGD steps of one client (replace-one)."""
-    return Release(
-        mechanism="dpsgd",
-        scope="example",
-        subject=subject,
-        round=server_round,
-        noise_multiplier=float(state.noise_multiplier),
-        sample_rate=float(state.sample_rate),
-        steps=int(steps),
-        population=int(population),
-        seeded=bool(cfg.privacy.insecure_seeded_noise),
-    )
+    seeded = cfg.privacy.insecure_seeded_noise
+    return release_for_round(subject, server_round, steps, state, population, seeded)
 
 
 def planned_epsilon(cfg: Config, num_examples: int) -> tuple[float, float]:

@@ -267,7 +267,12 @@ def epsilon_of(state: DPSGDState, delta: float) -> float:
 
 
 def release_for_round(
-    client_id: str, round: int, steps: int, state: DPSGDState, population: int
+    client_id: str,
+    round: int,
+    steps: int,
+    state: DPSGDState,
+    population: int,
+    seeded: bool = False,
 ) -> Release:
     """The ledger entry for the DP-SGD steps one client took in one round.
 
@@ -283,6 +288,8 @@ def release_for_round(
         Supplies σ and q.
     population : int
         The client's number of private examples N.
+    seeded : bool
+        Noise derived from ``seed`` (``privacy.insecure_seeded_noise``): not a guarantee.
     """
     return Release(
         mechanism="dpsgd",
@@ -292,5 +299,6 @@ def release_for_round(
         noise_multiplier=float(state.noise_multiplier),
         sample_rate=float(state.sample_rate),
         steps=int(steps),
-        population=population,
+        population=int(population),
+        seeded=bool(seeded),
     )
