@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from independent_accounting import replace_one_epsilon
 
 from fedkd.config import ConfigError, from_dict
 from fedkd.privacy.accounting import epsilon
@@ -25,21 +26,6 @@ SMALL = {
 
 def _rows(run):
     return json.loads((run / "metrics.json").read_text())["rounds"]
-
-
-def _google_replace_one_epsilon(sigma: float, q: float, steps: int, delta: float) -> float:
-    """Independent dp_accounting PLD (replace-one) of ``steps`` Poisson-sampled Gaussians."""
-    from dp_accounting import dp_event
-    from dp_accounting.pld import PLDAccountant
-    from dp_accounting.privacy_accountant import NeighboringRelation
-
-    accountant = PLDAccountant(NeighboringRelation.REPLACE_ONE, value_discretization_interval=1e-4)
-    accountant.compose(
-        dp_event.SelfComposedDpEvent(
-            dp_event.PoissonSampledDpEvent(q, dp_event.GaussianDpEvent(sigma)), steps
-        )
-    )
-    return float(accountant.get_epsilon(delta))
 
 
 def test_dpsgd_epsilon_reported_equals_ledger_recomputation(tmp_path):
@@ -64,7 +50,7 @@ def test_dpsgd_epsilon_reported_equals_ledger_recomputation(tmp_path):
     worst = max(per_client, key=per_client.get)
     history = ledger.for_subject(worst)
     assert len({(r.noise_multiplier, r.sample_rate) for r in history}) == 1
-    independent = _google_replace_one_epsilon(
+    independent = replace_one_epsilon(
         history[0].noise_multiplier, history[0].sample_rate, sum(r.steps for r in history), 1e-3
     )
     assert summary["epsilon_example"] == pytest.approx(independent, rel=1e-9)

@@ -7,9 +7,7 @@ from collections import OrderedDict
 
 import pytest
 import torch
-from dp_accounting import dp_event
-from dp_accounting.pld import PLDAccountant
-from dp_accounting.privacy_accountant import NeighboringRelation
+from independent_accounting import replace_one_epsilon
 from scipy.stats import chi2
 from torch import nn
 
@@ -45,17 +43,6 @@ def _state(sigma: float = 1.0) -> DPSGDState:
     return DPSGDState(
         noise_multiplier=sigma, max_grad_norm=1.0, sample_rate=sample_rate_for(N, BATCH)
     )
-
-
-def _google_replace_one_epsilon(sigma: float, q: float, steps: int, delta: float) -> float:
-    """Independent dp_accounting PLD, replace-one, of ``steps`` sampled-Gaussian steps."""
-    accountant = PLDAccountant(NeighboringRelation.REPLACE_ONE, value_discretization_interval=1e-4)
-    accountant.compose(
-        dp_event.SelfComposedDpEvent(
-            dp_event.PoissonSampledDpEvent(q, dp_event.GaussianDpEvent(sigma)), steps
-        )
-    )
-    return float(accountant.get_epsilon(delta))
 
 
 def _train(model, state, epochs, seed, lr=0.1, **kwargs):
@@ -146,7 +133,7 @@ def test_empty_poisson_batches_still_count_as_steps() -> None:
     # Assert: 30 steps of (σ = 1, q = 0.1) are what the accountant is charged.
     assert new_state.steps == 30
     assert (new_state.noise_multiplier, new_state.sample_rate) == (1.0, 0.1)
-    expected = _google_replace_one_epsilon(1.0, 0.1, 30, 1e-2)
+    expected = replace_one_epsilon(1.0, 0.1, 30, 1e-2)
     assert epsilon_of(new_state, 1e-2) == pytest.approx(expected, rel=1e-9)
     assert torch.isfinite(model.weight).all()
 
@@ -164,7 +151,7 @@ def test_ledger_releases_of_the_rounds_reproduce_the_accountant_epsilon() -> Non
     # Assert: the ledger (replace-one, PLD) and the state agree, and both equal an
     # independent dp_accounting computation of (σ, q, all steps).
     from_ledger = acc.pld_epsilon(releases, DELTA)
-    independent = _google_replace_one_epsilon(1.0, BATCH / N, state.steps, DELTA)
+    independent = replace_one_epsilon(1.0, BATCH / N, state.steps, DELTA)
     assert all(r.relation == "replace_one" for r in releases)
     assert from_ledger == pytest.approx(epsilon_of(state, DELTA), rel=1e-12)
     assert from_ledger == pytest.approx(independent, rel=1e-9)
