@@ -101,8 +101,9 @@ def _restore(context: Context, store: StateDir | None, server_round: int) -> Cli
     if state is None and store is not None:
         state = store.load_before(server_round)
     counts = [s.dpsgd for s in held if s.dpsgd]
-    if store is not None and store.max_dpsgd() is not None:
-        counts.append(store.max_dpsgd())
+    saved = store.max_dpsgd() if store is not None else None
+    if saved is not None:
+        counts.append(saved)
     dpsgd = max(counts, key=lambda d: d["steps"], default=None)
     if dpsgd is None:
         return state
