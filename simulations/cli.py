@@ -32,6 +32,7 @@ _RESUME_HINT = {
 EXTENSIONS = (
     "simulations.privacy_report",
     "simulations.sweep",
+    "simulations.report",
     "client.deploy_cli",
     "simulations.export_cli",
 )

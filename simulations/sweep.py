@@ -167,7 +167,7 @@ def run_sweep(
     rows = write_results(out, cells)
     from simulations.sweep_plots import plot_sweep, summary_table
 
-    write_text(out / "results.md", summary_table(rows))
+    write_text(out / "results.md", summary_table(rows, out))
     if plots:
         plot_sweep(out, rows)
     if tracker.num_failed:
@@ -317,7 +317,7 @@ def report(
     if not out.is_dir():
         raise ConfigError(f"sweep folder not found: {out}")
     rows = write_results(out, cells)
-    write_text(out / "results.md", summary_table(rows))
+    write_text(out / "results.md", summary_table(rows, out))
     if plots:
         plot_sweep(out, rows)
     return cells, rows

@@ -29,15 +29,11 @@ def _num(value: Any) -> float:
         return float("nan")
 
 
-_NOT_SETTING = {"cell", "epsilon", "privacy.mechanisms", "method", "seed"}
-
-
 def setting_of(row: dict[str, Any]) -> str:
     """Other swept values of a row (not method, seed, ε, mechanism), e.g. ``clients.lr=0.1``."""
-    from simulations.sweep import RESULT_COLUMNS
+    from simulations.report_tables import setting_of as _setting_of
 
-    keys = [k for k in row if k not in _NOT_SETTING and k not in RESULT_COLUMNS]
-    return ", ".join(f"{k}={row[k]}" for k in keys if row[k] not in ("", None))
+    return _setting_of(row)
 
 
 def series_label(row: dict[str, Any]) -> str:
@@ -286,57 +282,13 @@ def plot_sweep(out: str | Path, rows: list[dict[str, Any]]) -> list[Path]:
     return written
 
 
-def _mean_std_text(values: list[float]) -> str:
-    """``0.9123 ± 0.0100``; one finite value: ``0.9123 (1 seed)``; none: ``—``."""
-    n = sum(math.isfinite(v) for v in values)
-    mean, std = _mean_std(values)
-    if n == 0:
-        return "—"
-    if n == 1:
-        return f"{mean:.4f} (1 seed)"
-    return f"{mean:.4f} ± {std:.4f}"
+def summary_table(rows: list[dict[str, Any]], out: str | Path | None = None) -> str:
+    """The sweep's ``results.md``: :func:`simulations.report_tables.results_table` of ``rows``.
 
-
-def summary_table(rows: list[dict[str, Any]]) -> str:
-    """Markdown table: one line per method / mechanism / target ε, mean ± std over seeds.
-
-    Columns: accuracy (a single seed reads ``0.9123 (1 seed)``, not ``± 0.0000``), seeds,
-    measured ε (example- or client-level, mean), uplink bytes per
-    client-round, total uplink bytes per run, wall seconds per run (mean).
+    ``out`` (the sweep folder) lets the accountant column read what each cell's run folder
+    recorded; without it the column says ``not recorded``.
     """
-    groups: dict[tuple[str, str, float, str], list[dict[str, Any]]] = defaultdict(list)
-    for r in _done(rows):
-        key = (r["method"], r["mechanism"], _num(r["target_epsilon"]), setting_of(r))
-        groups[key].append(r)
-    lines = [
-        "| method | privacy | target ε | setting | accuracy (mean ± std) | seeds "
-        "| measured ε (δ) | uplink B / client-round | uplink B / run | wall s / run |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    from simulations.report import with_accounting
+    from simulations.report_tables import results_table
 
-    def order(key: tuple[str, str, float, str]) -> tuple:
-        methods = ["fedkd", "central", "central-dpsgd", "local", "fedavg", "dp-fedavg"]
-        rank = methods.index(key[0]) if key[0] in methods else len(methods)
-        return (rank, key[1], key[3], -key[2] if math.isinf(key[2]) else key[2])
-
-    for key in sorted(groups, key=order):
-        method, mech, eps, setting = key
-        rs = groups[key]
-        scope = "example" if mech == "dpsgd" else "client"
-        measured = [_num(r.get(f"epsilon_{scope}")) for r in rs]
-        deltas = {r.get(f"delta_{scope}") for r in rs}
-        m_eps, _ = _mean_std(measured)
-        eps_text = f"{m_eps:.3f} ({scope}, δ={next(iter(deltas))})" if math.isfinite(m_eps) else "—"
-        up, _ = _mean_std([_num(r["bytes_up_per_client_round"]) for r in rs])
-        total, _ = _mean_std([_num(r["bytes_up"]) for r in rs])
-        wall, _ = _mean_std([_num(r["wall_seconds"]) for r in rs])
-        worst = [_num(r.get("worst_client_accuracy")) for r in rs]
-        acc_text = _mean_std_text([_num(r["student_accuracy"]) for r in rs])
-        if method == "local" and any(math.isfinite(w) for w in worst):
-            acc_text += f" (worst client {_mean_std(worst)[0]:.4f})"
-        lines.append(
-            f"| {method} | {mech} | {'∞' if math.isinf(eps) else f'{eps:g}'} | {setting or '—'} "
-            f"| {acc_text} "
-            f"| {len(rs)} | {eps_text} | {up:,.0f} | {total:,.0f} | {wall:.1f} |"
-        )
-    return "\n".join(lines) + "\n"
+    return results_table(with_accounting(rows, Path(out) if out is not None else None))
