@@ -145,6 +145,8 @@ def render(
     """The Markdown ``table`` (``results`` or ``headline``) of ``rows``."""
     if table not in TABLES:
         raise ConfigError(f"report: table must be one of {', '.join(TABLES)}, got {table!r}")
+    if eps is not None and table != "headline":
+        raise ConfigError("report: eps (the headline's columns) needs table=headline")
     try:
         return results_table(rows) if table == "results" else headline_table(rows, eps)
     except TableError as err:
@@ -246,6 +248,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if bool(args.sources) == bool(args.into):
         raise ConfigError("report: give one or more sweep folders, or --into FILE (not both)")
     if args.into:
+        if args.out or args.eps or args.table:
+            raise ConfigError("report: --into takes no --out, --table or --eps (markers say)")
         target = Path(args.into)
         if not target.is_file():
             raise ConfigError(f"report: --into {target}: no such file")
@@ -261,7 +265,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         return 0
     rows = [r for s in args.sources for r in load_rows(s)]
     eps = parse_epsilons(args.eps) if args.eps else None
-    text = render(rows, args.table, eps)
+    text = render(rows, args.table or "results", eps)
     if args.check:
         if not args.out:
             raise ConfigError("report: --check needs --into FILE or --out FILE")
@@ -283,7 +287,7 @@ def register(subparsers: Any) -> None:
         help="Markdown tables from sweeps' results.csv (print, --out, or --into marked blocks)",
     )
     rep.add_argument("sources", nargs="*", metavar="DIR", help="sweep folder or results.csv")
-    rep.add_argument("--table", choices=TABLES, default="results", help="default: results")
+    rep.add_argument("--table", choices=TABLES, help="default: results")
     rep.add_argument("--eps", help="headline columns, e.g. 1,2,4,8,inf (default: the sweep's)")
     rep.add_argument("--out", help="write the table to FILE (atomically) instead of stdout")
     rep.add_argument("--into", metavar="FILE", help="regenerate the marked blocks of FILE")

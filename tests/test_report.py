@@ -222,6 +222,9 @@ def test_a_bad_path_is_a_one_line_error_with_exit_2(tmp_path, capsys):
     assert main(["report", str(tmp_path / "x.csv")]) == 2
     assert "not a sweep's results.csv" in capsys.readouterr().err
     assert main(["report", "--into", str(tmp_path / "missing.md")]) == 2
+    assert main(["report", str(tmp_path), "--into", str(tmp_path / "missing.md")]) == 2
+    assert main(["report", "--into", str(tmp_path / "m.md"), "--table", "headline"]) == 2
+    assert "markers say" in capsys.readouterr().err
     assert main(["report"]) == 2
 
 
@@ -249,11 +252,10 @@ TINY = {
 
 
 def test_a_real_tiny_sweep_is_reported_with_its_recorded_accountants(tmp_path, capsys):
-    grids = [
-        {"method": ["fedkd"], "privacy.mechanisms": [["gaussian"]], "epsilon": [8]},
-        {"method": ["dp-fedavg"], "epsilon": [8]},
-    ]
-    spec = {"base": TINY, "grids": grids}
+    # σ given, not calibrated from a target ε (that search alone takes most of a minute).
+    fixed = {"privacy.mechanisms": ["gaussian"], "privacy.gaussian.noise_multiplier": 2.0}
+    spec = {"base": TINY, "grid": {"method": ["fedkd", "dp-fedavg"]}, "set": fixed}
+    spec["set"]["privacy.max_epsilon"] = 50.0
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(spec))
     out = tmp_path / "out"
@@ -262,12 +264,12 @@ def test_a_real_tiny_sweep_is_reported_with_its_recorded_accountants(tmp_path, c
     assert main(["report", str(out)]) == 0
     table = capsys.readouterr().out
     assert (out / "results.md").read_text() == table  # the sweep's own table is this one
-    fedkd = _line(table, "fedkd", "gaussian", "8")
-    dp = _line(table, "dp-fedavg", "gaussian", "8")
+    fedkd = _line(table, "fedkd", "gaussian", "50")
+    dp = _line(table, "dp-fedavg", "gaussian", "50")
     assert fedkd[3].endswith("(1 seed)") and fedkd[4] == "1"
     assert fedkd[7] == "PLD (replace-one)" and dp[7] == "Flower RDP (add/remove)"
-    assert fedkd[5].endswith("(client)") and float(fedkd[5].split()[0]) <= 8.0
-    assert fedkd[6] == "0.1"
+    assert fedkd[5].endswith("(client)") and 0 < float(fedkd[5].split()[0]) <= 50.0
+    assert fedkd[6] == "0.1" and dp[5].endswith("(client)") and dp[3].endswith("(1 seed)")
 
 
 COMMITTED = sorted(p.parent for p in (REPO / "benchmarks" / "results").glob("*/results.csv"))
