@@ -31,6 +31,7 @@ def splits_for(data: DataConfig, seed: int):
         proxy_fraction=data.proxy_fraction,
         proxy_source=data.proxy_source,
         proxy_size=data.proxy_size,
+        validation_fraction=data.validation_fraction,
     )
 
 

@@ -31,6 +31,9 @@ class DataConfig:
     test_fraction: float = 0.2  # used only when the source has no test split
     proxy_fraction: float = 0.3  # held out of the training split as the public proxy
     proxy_size: int | None = None  # cap on the proxy set
+    # > 0: held out (stratified) of the private pool, after the proxy split, to choose
+    # settings on; no client trains on it. 0: no validation split.
+    validation_fraction: float = 0.0
     partition: str = "dirichlet"  # iid | dirichlet | pathological | shards
     alpha: float = 0.5
     classes_per_client: int = 2
@@ -265,6 +268,24 @@ def to_dict(cfg: Config) -> dict[str, Any]:
     return plain(cfg)
 
 
+#: Keys added after the config sent to clients was fixed, with the value that means "off".
+#: :func:`wire_dict` leaves them out at that value, so a run that does not use them sends
+#: the same bytes as before they existed (clients fill in the default).
+_WIRE_OPTIONAL: dict[tuple[str, str], Any] = {("data", "validation_fraction"): 0.0}
+
+
+def wire_dict(cfg: Config) -> dict[str, Any]:
+    """:func:`to_dict` as sent to clients: keys of ``_WIRE_OPTIONAL`` at their default left out.
+
+    ``from_dict(wire_dict(cfg)) == cfg`` always holds.
+    """
+    raw = to_dict(cfg)
+    for (section, key), default in _WIRE_OPTIONAL.items():
+        if raw[section].get(key) == default:
+            del raw[section][key]
+    return raw
+
+
 def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """Turn ``["a.b=1", "c=x"]`` into a nested dict; values are parsed as YAML scalars."""
     nested: dict[str, Any] = {}
@@ -418,6 +439,10 @@ def validate(cfg: Config) -> None:
     )
     _require(
         0 < d.proxy_fraction < 1, f"data.proxy_fraction must be in (0, 1), got {d.proxy_fraction}"
+    )
+    _require(
+        0 <= d.validation_fraction < 1,
+        f"data.validation_fraction must be in [0, 1), got {d.validation_fraction}",
     )
     _require(d.alpha > 0, f"data.alpha must be > 0, got {d.alpha}")
     _require(c.num_clients >= 1, f"clients.num_clients must be >= 1, got {c.num_clients}")

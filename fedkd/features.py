@@ -117,6 +117,8 @@ class PublicFeatures(nn.Module):
 @torch.no_grad()
 def _apply(module: nn.Module, x: np.ndarray, chunk: int = 1000) -> np.ndarray:
     """``module`` over ``x`` in chunks, as a float32 array (an empty ``x`` gives (0, width))."""
+    if len(x) == 0:  # the width from one zero example: some transforms (FFT) refuse no rows
+        return _apply(module, np.zeros((1, *x.shape[1:]), dtype=x.dtype), chunk)[:0]
     parts = [
         module(torch.as_tensor(np.ascontiguousarray(x[i : i + chunk]))).numpy()
         for i in range(0, max(len(x), 1), chunk)

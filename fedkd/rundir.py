@@ -46,6 +46,15 @@ CSV_COLUMNS = (
 )
 
 
+def _csv_columns(rows: list[dict[str, Any]]) -> tuple[str, ...]:
+    """:data:`CSV_COLUMNS`, with ``student_val_accuracy`` after ``student_accuracy`` when a
+    row has it (a run with a validation split)."""
+    if not any("student_val_accuracy" in row for row in rows):
+        return CSV_COLUMNS
+    at = CSV_COLUMNS.index("student_accuracy") + 1
+    return (*CSV_COLUMNS[:at], "student_val_accuracy", *CSV_COLUMNS[at:])
+
+
 class RunDirError(ValueError):
     """A run directory that cannot be used as asked (the message says why)."""
 
@@ -110,11 +119,12 @@ class RunDir:
     # -- results --------------------------------------------------------------------------
     def write_metrics(self, rows: list[dict[str, Any]], extra: dict[str, Any]) -> None:
         """Rewrite ``metrics.csv`` and ``metrics.json`` from all rows so far."""
+        columns = _csv_columns(rows)
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: row.get(k, "") for k in CSV_COLUMNS})
+            writer.writerow({k: row.get(k, "") for k in columns})
         write_text(self.path / METRICS_CSV, buf.getvalue())
         write_json(self.path / METRICS_JSON, {"rounds": rows, **extra})
 

@@ -16,6 +16,7 @@ from fedkd.plots import plot_run
 from fedkd.rundir import RunDir
 from fedkd.student import Student
 from fedkd.teacher import TeacherCache
+from fedkd.validation import final_val
 from server.strategy import DistillStrategy
 
 logger = logging.getLogger(__name__)
@@ -111,6 +112,7 @@ def serve(grid: Grid, cfg: Config, run: RunDir, *, state_dir: str | None = None)
     summary = {
         "rounds_completed": int(final.get("round", 0)),
         "student_accuracy": final.get("student_accuracy", float("nan")),
+        **final_val(final),
         "stopped": stopped,
         "seconds": round(time.monotonic() - t_start, 2),
         **mechanism.epsilons(),

@@ -20,10 +20,11 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedkd import protocol as proto
-from fedkd.config import Config, to_dict
+from fedkd.config import Config, wire_dict
 from fedkd.mechanisms import BudgetReached, CentralMechanism, RunStopped
 from fedkd.student import Student
 from fedkd.teacher import ReplyError, TeacherCache, accuracy, decode_reply
+from fedkd.validation import val_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class DistillStrategy(Strategy):
         self.first_round = first_round
         self.state_dir = state_dir
         self.codec = proto.codec_for(cfg)
-        self.config_json = json.dumps(to_dict(cfg))
+        self.config_json = json.dumps(wire_dict(cfg))
         self.nodes: dict[int, int] = {}  # client id -> node id
         self._round: dict[str, Any] = {}
         self.last_teacher = ArrayRecord()  # sent for the digest step; checkpointed
@@ -336,6 +337,7 @@ class DistillStrategy(Strategy):
         row = self._round["row"]
         loss, acc = self.student.evaluate(self.splits.x_test, self.splits.y_test)
         row["student_loss"], row["student_accuracy"] = float(loss), float(acc)
+        row.update(val_metrics(self.student.evaluate, self.splits.x_val, self.splits.y_val))
         seconds = round(time.monotonic() - self._round["t0"], 3)
         # A round's duration grows with who trained: withheld under Poisson sampling.
         row["seconds"] = None if self.cfg.clients.sampling == "poisson" else seconds

@@ -107,9 +107,12 @@ def _setup_logging(verbose: bool) -> None:
 
 def _summary_line(summary: dict, out: Path) -> str:
     """The one line ``fedkd simulate`` prints about a run's summary."""
+    val = summary.get("final_val_accuracy")
     line = (
-        f"final student accuracy {summary['student_accuracy']:.4f} after "
-        f"{summary['rounds_completed']} rounds ({summary['seconds']:.1f} s); results in {out}"
+        f"final student accuracy {summary['student_accuracy']:.4f}"
+        + (f" (validation {val:.4f})" if val is not None else "")
+        + f" after {summary['rounds_completed']} rounds ({summary['seconds']:.1f} s); "
+        f"results in {out}"
     )
     eps = {k: v for k, v in summary.items() if k in ("epsilon_example", "epsilon_client")}
     if eps:

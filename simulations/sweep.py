@@ -66,6 +66,7 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "bytes_down_per_client_round",
     "wall_seconds",
     "stopped",
+    "val_accuracy",
 )
 
 
@@ -409,6 +410,7 @@ def result_row(cell: Cell, path: Path) -> dict[str, Any]:
             else 0,
             "wall_seconds": cell_info.get("wall_seconds", summary.get("seconds")),
             "stopped": summary.get("stopped") or "",
+            "val_accuracy": summary.get("final_val_accuracy", ""),
         }
     )
     return row

@@ -24,6 +24,7 @@ import torch
 from fedkd.baselines.common import central_student, generator, load_data, open_run
 from fedkd.config import Config, ConfigError
 from fedkd.distill import evaluate, make_optimizer, train_supervised
+from fedkd.validation import val_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,8 @@ def run_central(cfg: Config, out: str | Path) -> dict[str, Any]:
             generator=gen,
         )
         loss, acc = evaluate(model, data.x_test, data.y_test)
-        rec.add({"round": epoch, "student_accuracy": acc, "student_loss": loss})
+        val = val_metrics(lambda x, y: evaluate(model, x, y), data.x_val, data.y_val)
+        rec.add({"round": epoch, "student_accuracy": acc, "student_loss": loss, **val})
     return rec.finish()
 
 
@@ -133,6 +135,7 @@ def run_central_dpsgd(cfg: Config, out: str | Path) -> dict[str, Any]:
                 "round": epoch,
                 "student_accuracy": acc,
                 "student_loss": loss,
+                **val_metrics(lambda x, y: evaluate(model, x, y), data.x_val, data.y_val),
                 "epsilon_example": epsilon_of(state, cfg.privacy.delta),
                 "delta_example": cfg.privacy.delta,
             }

@@ -19,6 +19,7 @@ from fedkd.config import Config
 from fedkd.features import build_client_model, feature_args, on_features
 from fedkd.protocol import record_dict_bytes
 from fedkd.rundir import RunDir, prepare
+from fedkd.validation import final_val
 from simulations.localgrid import LocalGrid
 
 logger = logging.getLogger(__name__)
@@ -26,7 +27,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class BaselineData:
-    """The run's splits seen by a baseline: pooled private data, partitions, test set."""
+    """The run's splits seen by a baseline: pooled private data, partitions, test set, and
+    the validation split (empty without ``data.validation_fraction``)."""
 
     x_private: np.ndarray
     y_private: np.ndarray
@@ -35,6 +37,8 @@ class BaselineData:
     y_test: np.ndarray
     input_shape: tuple[int, ...]
     num_classes: int
+    x_val: np.ndarray
+    y_val: np.ndarray
 
 
 def load_data(cfg: Config) -> BaselineData:
@@ -48,7 +52,8 @@ def load_data(cfg: Config) -> BaselineData:
     Returns
     -------
     BaselineData
-        Pooled private data (the union of all client partitions), the partitions, test set.
+        Pooled private data (the union of all client partitions), the partitions, test
+        and validation sets.
     """
     splits = splits_for(cfg.data, cfg.seed)
     parts = partitions_for(cfg.data, cfg.seed, cfg.clients.num_clients)
@@ -61,6 +66,8 @@ def load_data(cfg: Config) -> BaselineData:
         y_test=splits.y_test,
         input_shape=tuple(splits.input_shape),
         num_classes=int(splits.num_classes),
+        x_val=splits.x_val,
+        y_val=splits.y_val,
     )
 
 
@@ -109,9 +116,9 @@ def central_student(cfg: Config, data: BaselineData) -> tuple[torch.nn.Module, B
 
     With ``distill.feature_map`` or ``distill.public_features`` set, the fixed feature map
     (fitted on the public proxy, as fedkd's student) is applied once to the pooled private
-    data and the test set, and the returned model is the trainable head.
+    data, the test and the validation set, and the returned model is the trainable head.
     """
-    net, (x_private, x_test) = model_on_features(
+    net, (x_private, x_test, x_val) = model_on_features(
         cfg,
         cfg.distill.student,
         "distill",
@@ -120,11 +127,16 @@ def central_student(cfg: Config, data: BaselineData) -> tuple[torch.nn.Module, B
         cfg.seed,
         data.x_private,
         data.x_test,
+        data.x_val,
     )
     if x_test is data.x_test:
         return net, data
     return net, replace(
-        data, x_private=x_private, x_test=x_test, input_shape=tuple(x_test.shape[1:])
+        data,
+        x_private=x_private,
+        x_test=x_test,
+        x_val=x_val,
+        input_shape=tuple(x_test.shape[1:]),
     )
 
 
@@ -183,6 +195,7 @@ class Recorder:
             "method": self.method,
             "rounds_completed": int(final.get("round", 0)),
             "student_accuracy": final.get("student_accuracy", float("nan")),
+            **final_val(final),
             "stopped": stopped,
             "seconds": round(time.monotonic() - self.t_start, 2),
         }

@@ -55,8 +55,9 @@ from fedkd.baselines.common import (
     open_run,
 )
 from fedkd.clientdata import client_data
-from fedkd.config import Config, ConfigError, from_dict, to_dict
+from fedkd.config import Config, ConfigError, from_dict, wire_dict
 from fedkd.distill import evaluate, make_optimizer, train_supervised
+from fedkd.validation import val_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -223,7 +224,7 @@ def run_fedavg(cfg: Config, out: str | Path, *, private: bool = False) -> dict[s
             f"privacy.client_delta: δ={delta:g} must be below 1/num_clients={1 / n_clients:g}"
         )
     rec = open_run(cfg, out, method)
-    model, (x_test,) = model_on_features(
+    model, (x_test, x_val) = model_on_features(
         cfg,
         cfg.distill.student,
         "distill",
@@ -231,6 +232,7 @@ def run_fedavg(cfg: Config, out: str | Path, *, private: bool = False) -> dict[s
         data.num_classes,
         cfg.seed,
         data.x_test,
+        data.x_val,
     )
     strategy: Any = SeededFedAvg(
         fraction_train=fraction,
@@ -254,6 +256,7 @@ def run_fedavg(cfg: Config, out: str | Path, *, private: bool = False) -> dict[s
             "round": server_round,
             "student_accuracy": acc,
             "student_loss": loss,
+            **val_metrics(lambda x, y: evaluate(model, x, y), x_val, data.y_val),
             **grid.take(),
         }
         if accountant is not None:
@@ -263,7 +266,7 @@ def run_fedavg(cfg: Config, out: str | Path, *, private: bool = False) -> dict[s
         return MetricRecord({"accuracy": acc, "loss": loss})
 
     train_config = ConfigRecord(
-        {RUN_CONFIG: json.dumps(to_dict(cfg)), EQUAL_WEIGHTS: bool(private)}
+        {RUN_CONFIG: json.dumps(wire_dict(cfg)), EQUAL_WEIGHTS: bool(private)}
     )
     stopped = None
     try:

@@ -4,7 +4,8 @@ Client ``i`` trains ``clients.models[i % len(models)]`` (the architecture it wou
 fedkd, on the fixed public features of ``clients.feature_map`` / ``clients.public_features``
 if set) for ``clients.local_epochs`` epochs per round. Every client is evaluated on the
 server's test set; a row reports the mean (``student_accuracy``) and the worst client
-(``worst_client_accuracy``). Evaluating all clients is the slow part, so rows are written
+(``worst_client_accuracy``), and, with a validation split, the mean validation accuracy
+(``student_val_accuracy``). Evaluating all clients is the slow part, so rows are written
 every ``max(1, rounds // 5)`` rounds and at the last round, or only at the last round when
 ``num_clients × test examples`` reaches one million.
 """
@@ -12,6 +13,7 @@ every ``max(1, rounds // 5)`` rounds and at the last round, or only at the last 
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ import numpy as np
 from fedkd.baselines.common import generator, load_data, model_on_features, open_run
 from fedkd.config import Config
 from fedkd.distill import evaluate, make_optimizer, train_supervised
+from fedkd.validation import mean_val_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +46,11 @@ def run_local(cfg: Config, out: str | Path) -> dict[str, Any]:
     data = load_data(cfg)
     rec = open_run(cfg, out, "local")
     c = cfg.clients
-    models, opts, inputs = [], [], []
+    models, opts, inputs, val_inputs = [], [], [], []
     x_test = data.x_test
     for i in range(c.num_clients):
         # The client's architecture on its fixed public features, if any (as in fedkd).
-        model, (x_own, x_test) = model_on_features(
+        model, (x_own, x_test, x_val) = model_on_features(
             cfg,
             c.models[i % len(c.models)],
             "clients",
@@ -56,8 +59,10 @@ def run_local(cfg: Config, out: str | Path) -> dict[str, Any]:
             cfg.seed + i,
             data.x_private[_offsets(data.parts, i)],
             data.x_test,
+            data.x_val,
         )
         models.append(model)
+        val_inputs.append(x_val)
         opts.append(make_optimizer(model, c.lr))
         inputs.append(x_own)
     gens = [generator(cfg.seed, 13, i) for i in range(c.num_clients)]
@@ -89,6 +94,7 @@ def run_local(cfg: Config, out: str | Path) -> dict[str, Any]:
                 "student_loss": float(np.mean([loss for loss, _ in results])),
                 "worst_client_accuracy": float(np.min(accs)),
                 "best_client_accuracy": float(np.max(accs)),
+                **mean_val_metrics([partial(evaluate, m) for m in models], val_inputs, data.y_val),
             }
         )
     return rec.finish(

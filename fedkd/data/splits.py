@@ -2,8 +2,10 @@
 
 The private pool is what the clients partition among themselves; the proxy set is public
 *unlabeled* data on which clients share predictions; the test set measures the final
-models. ``y_proxy`` exists only so that the server can measure teacher accuracy on the
-proxy set: it must never be used for training.
+models. An optional validation set, carved out of the private pool, is what settings are
+chosen on (never the test set); no client trains on it. ``y_proxy`` exists only so that
+the server can measure teacher accuracy on the proxy set: it must never be used for
+training.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 _PROXY_STREAM = 1
 _PROXY_CAP_STREAM = 2
+_VALIDATION_STREAM = 3
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,6 +49,11 @@ class Splits:
         Held-out test features.
     y_test : numpy.ndarray
         Test labels.
+    x_val : numpy.ndarray
+        Validation features, held out of the private pool (no client trains on them);
+        empty (``(0, *input_shape)``) without a validation split.
+    y_val : numpy.ndarray
+        Validation labels (empty without a validation split).
     num_classes : int
         Number of classes of the (private) source.
     input_shape : tuple of int
@@ -60,6 +68,8 @@ class Splits:
     y_test: np.ndarray
     num_classes: int
     input_shape: tuple[int, ...]
+    x_val: np.ndarray
+    y_val: np.ndarray
 
 
 @lru_cache(maxsize=8)
@@ -71,6 +81,7 @@ def build_splits(
     proxy_fraction: float = 0.2,
     proxy_source: str | None = None,
     proxy_size: int | None = None,
+    validation_fraction: float = 0.0,
 ) -> Splits:
     """Build private, proxy and test splits of a data source (cached per arguments).
 
@@ -95,11 +106,15 @@ def build_splits(
         Cap on the proxy set size (seeded subsample without replacement). Examples left
         out of the proxy are not returned to the private pool, so the private pool does
         not depend on ``proxy_size``.
+    validation_fraction : float, optional
+        Fraction of the private pool held out (stratified, its own seed stream) as the
+        validation set, after the proxy split; in ``[0, 1)``. ``0`` (the default) holds
+        nothing out and leaves every other split exactly as without it.
 
     Returns
     -------
     Splits
-        Disjoint private, proxy and test sets.
+        Disjoint private, proxy, test and validation sets.
 
     Raises
     ------
@@ -111,6 +126,8 @@ def build_splits(
     """
     _check_fraction("data.test_fraction", test_fraction)
     _check_fraction("data.proxy_fraction", proxy_fraction)
+    if not 0.0 <= validation_fraction < 1.0:
+        raise ValueError(f"data.validation_fraction must be in [0, 1), got {validation_fraction}")
     if proxy_size is not None and (isinstance(proxy_size, bool) or proxy_size < 1):
         raise ValueError(f"data.proxy_size must be a positive integer, got {proxy_size!r}")
     if proxy_source is not None and proxy_source == source:
@@ -141,12 +158,19 @@ def build_splits(
         x_private, y_private, x_proxy, y_proxy = x_pool, y_pool, proxy.x_train, proxy.y_train
     if proxy_size is not None:
         x_proxy, y_proxy = _cap(x_proxy, y_proxy, proxy_size, _child_seed(seed, _PROXY_CAP_STREAM))
+    if validation_fraction > 0:
+        x_private, x_val, y_private, y_val = _stratified_split(
+            x_private, y_private, validation_fraction, _child_seed(seed, _VALIDATION_STREAM), source
+        )
+    else:
+        x_val, y_val = x_private[:0], y_private[:0]
     logger.info(
-        "splits of %s: %d private, %d proxy, %d test",
+        "splits of %s: %d private, %d proxy, %d test, %d validation",
         source,
         len(y_private),
         len(y_proxy),
         len(y_test),
+        len(y_val),
     )
     return Splits(
         x_private=x_private,
@@ -157,6 +181,8 @@ def build_splits(
         y_test=y_test,
         num_classes=src.num_classes,
         input_shape=src.input_shape,
+        x_val=x_val,
+        y_val=y_val,
     )
 
 

@@ -5,6 +5,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import gzip  # noqa: E402
+import math  # noqa: E402
 from collections import Counter  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -250,3 +251,52 @@ def test_class_too_rare_to_stratify_is_reported_as_data_error(tmp_path):
 
     # Assert
     assert f"cannot make a stratified split of 'npz:{path}'" in str(excinfo.value)
+
+
+def test_validation_split_is_disjoint_from_private_proxy_and_test_and_stratified():
+    # Prepare
+    plain = uncached_build_splits("digits", seed=0)
+
+    # Execute
+    splits = uncached_build_splits("digits", seed=0, validation_fraction=0.15)
+
+    # Assert: carved out of the private pool only; proxy and test are untouched
+    np.testing.assert_array_equal(splits.x_proxy, plain.x_proxy)
+    np.testing.assert_array_equal(splits.x_test, plain.x_test)
+    assert row_counts(splits.x_private) + row_counts(splits.x_val) == row_counts(plain.x_private)
+    val_rows = row_counts(splits.x_val)
+    for other in (splits.x_private, splits.x_proxy, splits.x_test):
+        assert not set(val_rows) & set(row_counts(other))
+    pool_counts = np.bincount(plain.y_private, minlength=10)
+    val_counts = np.bincount(splits.y_val, minlength=10)
+    assert len(splits.y_val) == math.ceil(0.15 * len(plain.y_private))  # as scikit-learn
+    assert np.all(np.abs(val_counts - 0.15 * pool_counts) <= 1)
+    assert splits.x_val.shape[1:] == (8, 8) and splits.x_val.dtype == np.float32
+
+
+def test_validation_split_has_its_own_seed_stream():
+    # Execute
+    a = uncached_build_splits("digits", seed=0, validation_fraction=0.15)
+    b = uncached_build_splits("digits", seed=0, validation_fraction=0.15)
+    c = uncached_build_splits("digits", seed=1, validation_fraction=0.15)
+
+    # Assert
+    np.testing.assert_array_equal(a.x_val, b.x_val)
+    assert row_counts(a.x_val) != row_counts(c.x_val)
+
+
+def test_validation_fraction_zero_changes_nothing():
+    # Execute
+    plain = uncached_build_splits("digits", seed=0, proxy_size=100)
+    zero = uncached_build_splits("digits", seed=0, proxy_size=100, validation_fraction=0.0)
+
+    # Assert
+    for name in ("x_private", "y_private", "x_proxy", "y_proxy", "x_test", "y_test"):
+        np.testing.assert_array_equal(getattr(zero, name), getattr(plain, name))
+    assert zero.x_val.shape == (0, 8, 8) and zero.y_val.shape == (0,)
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.0, 1.5])
+def test_validation_fraction_out_of_range_names_the_key(fraction):
+    with pytest.raises(ValueError, match=r"data\.validation_fraction must be in \[0, 1\)"):
+        uncached_build_splits("digits", seed=0, validation_fraction=fraction)
