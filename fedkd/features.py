@@ -172,10 +172,15 @@ def build_client_model(
     else:
         width = int(np.prod(transform.output_shape))
     key_name = f"{section}.public_features" if pca is not None else f"{section}.feature_map"
+    setting = public_features if pca is not None else feature_map
+    if name == "cnn":  # it would convolve along components that have no order
+        raise ModelError(
+            f"{key_name}={setting}: model 'cnn' convolves raw inputs; the fixed features "
+            "have no spatial order, use mlp or linear on them"
+        )
     try:
         head = build_model(name, (width,), num_classes, seed=seed)
     except ModelError as err:
-        setting = public_features if pca is not None else feature_map
         raise ModelError(f"{key_name}={setting}: {err}") from err
     return nn.Sequential(PublicFeatures(transform, pca, key), head)
 

@@ -1,21 +1,26 @@
 """Model registry: built-in models, models registered from Python, import paths.
 
 A model name in a config (``clients.models``, ``distill.student``) is a built-in name
-(``linear``, ``mlp``, ``mlp_wide``, ``cnn``: all Opacus-compatible, no BatchNorm), a name
-given to :func:`register_model` in this process, or an import path
-``package.module:callable``. A factory takes ``(input_shape, num_classes)`` and returns
+(``linear``, ``mlp``, ``mlp_wide``, ``cnn``: all Opacus-compatible, no BatchNorm; ``cnn``
+convolves images in 2-D and flat inputs ``(F,)`` in 1-D), a name given to
+:func:`register_model` in this process, or an import path ``package.module:callable``.
+A factory takes ``(input_shape, num_classes)`` and returns
 an ``nn.Module`` whose output is ``(batch, num_classes)`` logits.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
+from functools import lru_cache
 
 import torch
 from torch import nn
 
 from fedkd.importpath import ImportPathError, import_path_of, is_import_path, load_callable
+
+logger = logging.getLogger(__name__)
 
 
 class ModelError(ValueError):
@@ -81,13 +86,63 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x).flatten(1))  # (B, classes)
 
 
+class SmallCNN1d(nn.Module):
+    """:class:`SmallCNN` for flat inputs ``(F,)``: the same blocks with Conv1d, 1 channel.
+
+    The F features are read as a 1-channel signal of length F (at least 4).
+    """
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int) -> None:
+        super().__init__()
+        if len(input_shape) != 1:
+            raise ModelError(f"SmallCNN1d needs flat inputs (F,), got shape {input_shape}")
+        (length,) = input_shape
+        if length < 4:
+            raise ModelError(f"model 'cnn' needs at least 4 features, got {length}")
+        self.length = length
+        self.features = nn.Sequential(
+            nn.Conv1d(1, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool1d(2),
+            nn.Conv1d(16, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool1d(2),
+        )
+        self.head = nn.Linear(32 * (length // 4), num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.reshape(x.shape[0], 1, self.length)  # (B, 1, F)
+        return self.head(self.features(x).flatten(1))  # (B, classes)
+
+
+def cnn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """The built-in ``cnn``: :class:`SmallCNN` on images, :class:`SmallCNN1d` on flat inputs.
+
+    Images are ``(H, W)`` or ``(C, H, W)``; a flat input ``(F,)`` (tabular features, a 1-D
+    signal) gets the same architecture with Conv1d over its F features, logged once.
+    """
+    if len(input_shape) == 1:
+        _log_flat_cnn(int(input_shape[0]))
+        return SmallCNN1d(input_shape, num_classes)
+    return SmallCNN(input_shape, num_classes)
+
+
+@lru_cache(maxsize=32)
+def _log_flat_cnn(length: int) -> None:
+    logger.info(
+        "model 'cnn' on flat inputs of %d features: a 1-D CNN (Conv1d over the features as "
+        "one channel); if the feature order means nothing, 'mlp' may suit better",
+        length,
+    )
+
+
 ModelFactory = Callable[[tuple[int, ...], int], nn.Module]
 
 MODELS: dict[str, ModelFactory] = {
     "linear": linear,
     "mlp": mlp,
     "mlp_wide": mlp_wide,
-    "cnn": SmallCNN,
+    "cnn": cnn,
 }
 BUILTIN = tuple(MODELS)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fedkd.clientdata import partitions_for, splits_for
 from fedkd.config import Config, ConfigError
 from fedkd.data import DataError, process_local_source
@@ -9,6 +11,8 @@ from fedkd.features import build_client_model, feature_args
 from fedkd.local import client_model_name
 from fedkd.modelcheck import check_model, check_portable
 from fedkd.models import ModelError
+
+logger = logging.getLogger(__name__)
 
 #: Examples fed through every model once to check its output.
 _SAMPLE = 2
@@ -47,6 +51,7 @@ def preflight(cfg: Config) -> None:
         check_model(
             model, name, key, splits.x_test[:_SAMPLE], classes, dpsgd=dpsgd and section == "clients"
         )
+    _note_data_fit(cfg, shape, len(splits.x_proxy))
     empty = [i for i, p in enumerate(parts) if len(p) == 0]
     if empty:
         raise ConfigError(f"data.partition left clients {empty} without data; use fewer clients")
@@ -54,6 +59,22 @@ def preflight(cfg: Config) -> None:
         from fedkd.privacy.checks import check_privacy_config
 
         check_privacy_config(cfg, [len(p) for p in parts])
+
+
+def _note_data_fit(cfg: Config, shape: tuple[int, ...], num_proxy: int) -> None:
+    """Log, one line each, the settings that this data makes moot (they are not errors)."""
+    d = cfg.distill
+    if d.augment and len(shape) < 2:
+        logger.info(
+            "distill.augment: inputs of shape %s are not images; no shifts are applied", shape
+        )
+    if d.proxy_per_round >= num_proxy:
+        logger.info(
+            "distill.proxy_per_round=%d is at least the proxy's %d rows: every round asks for "
+            "all of them",
+            d.proxy_per_round,
+            num_proxy,
+        )
 
 
 def _check_portable(cfg: Config) -> None:
