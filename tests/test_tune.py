@@ -274,3 +274,46 @@ def test_a_tiny_tune_end_to_end_on_digits(tmp_path, capsys, root_handlers):
     assert all(0 <= float(r["val_accuracy"]) <= 1 for r in results)
     assert all(0 <= float(r["student_accuracy"]) <= 1 for r in results)
     assert {r["seed"] for r in results} == {"0", "1", "2"}
+
+
+def test_the_digits_tune_file_tunes_the_sweep_methods_with_one_k_and_valid_settings():
+    # Prepare: parse without calibrating (that takes minutes): the structure and the keys
+    from pathlib import Path
+
+    from fedkd.config import from_dict
+    from simulations.sweep_spec import _assign, _merge
+    from simulations.tune_spec import _series
+
+    path = Path(__file__).resolve().parents[1] / "simulations" / "configs" / "tune_digits.yaml"
+    raw = yaml.safe_load(path.read_text())
+    base = yaml.safe_load((path.parent / raw["base"]).read_text())
+
+    # Execute
+    series = [_series(name, s) for name, s in raw["methods"].items()]
+
+    # Assert
+    assert raw["trials"] == 4 and raw["validation_fraction"] == 0.15 and len(raw["seeds"]) >= 3
+    eps = {
+        (s.method, tuple(s.fixed.get("privacy", {}).get("mechanisms", []))): s.epsilons
+        for s in series
+    }
+    inf, private = (math.inf,), (1.0, 2.0, 4.0, 8.0)
+    assert eps == {
+        ("central", ()): inf,
+        ("local", ()): inf,
+        ("fedavg", ()): inf,
+        ("fedkd", ()): inf,
+        ("central-dpsgd", ()): private,
+        ("dp-fedavg", ()): private,
+        ("fedkd", ("gaussian",)): private,
+        ("fedkd", ("pate",)): private,
+        ("fedkd", ("dpsgd",)): private,
+    }
+    for s in series:
+        assert len(s.space) >= 2, s.name
+        for point in candidates(s, raw["trials"], raw["seed"]):
+            cfg_raw = _merge(_merge(base, {"rounds": 10}), s.fixed)
+            for key, value in point.items():
+                _assign(cfg_raw, key, value)
+            _assign(cfg_raw, "privacy.dpsgd.target_epsilon", 1.0)
+            from_dict(cfg_raw)  # every searched key exists and every value is valid
