@@ -25,6 +25,7 @@ EXIT_INTERRUPTED = 130
 _RESUME_HINT = {
     "simulate": "finished rounds are kept: continue with `fedkd simulate --resume DIR`",
     "sweep": "finished cells are kept: rerun the same command to resume",
+    "tune": "finished runs are kept: rerun the same command to resume",
 }
 
 # Modules that add sub-commands: each has ``register(subparsers)``, which adds a parser
@@ -33,6 +34,7 @@ EXTENSIONS = (
     "simulations.privacy_report",
     "simulations.sweep",
     "simulations.report",
+    "simulations.tune",
     "client.deploy_cli",
     "simulations.export_cli",
 )

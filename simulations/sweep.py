@@ -17,7 +17,7 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -128,18 +128,62 @@ def run_sweep(
     cells, rows
         The cells and the rows of ``results.csv``.
     """
-    from simulations.runner import set_offline_env
-
     if jobs < 1:
         raise ConfigError(f"sweep: --jobs must be >= 1, got {jobs}")
-    set_offline_env()
     out = Path(out)
     cells = expand(spec)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "sweep.yaml", yaml.safe_dump(_spec_dict(spec), sort_keys=False))
+    failed = run_cells(cells, out, jobs=jobs, progress=progress)
+    rows = write_results(out, cells)
+    from simulations.sweep_plots import plot_sweep, summary_table
+
+    write_text(out / "results.md", summary_table(rows, out))
+    if plots:
+        plot_sweep(out, rows)
+    if failed:
+        logger.error("%d cell(s) failed; rerun the same command to retry them", failed)
+    return cells, rows
+
+
+def run_cells(
+    cells: list[Cell],
+    out: Path,
+    *,
+    jobs: int = 1,
+    progress: bool = True,
+    results: Callable[[Path, list[Cell]], Any] | None = None,
+    shown: str = "student_accuracy",
+) -> int:
+    """Run every cell of ``cells`` without ``DONE`` in ``out/<cell name>``.
+
+    Parameters
+    ----------
+    cells : list of Cell
+        The cells (finished ones are skipped: resuming).
+    out : Path
+        Folder of the cells' run directories.
+    jobs : int
+        Cells run at once (see :func:`run_sweep`).
+    progress : bool
+        Show a progress bar.
+    results : callable, optional
+        ``results(out, cells)``, called after each finished cell (default
+        :func:`write_results`: ``out/results.csv`` rewritten).
+    shown : str
+        The summary key logged for each finished cell.
+
+    Returns
+    -------
+    int
+        The number of cells that failed (a ConfigError in a cell is raised instead).
+    """
+    from simulations.runner import set_offline_env
+
+    set_offline_env()
     todo = [c for c in cells if not (out / c.name / "DONE").exists()]
     logger.info(
-        "sweep: %d cells, %d finished, %d to run (%d at once), in %s",
+        "%d cells, %d finished, %d to run (%d at once), in %s",
         len(cells),
         len(cells) - len(todo),
         len(todo),
@@ -149,6 +193,8 @@ def run_sweep(
     tracker = _Tracker(
         out, cells, todo, _progress(len(cells), len(cells) - len(todo)) if progress else None
     )
+    tracker.results = write_results if results is None else results
+    tracker.shown = shown
     try:
         if jobs == 1:
             for cell in todo:
@@ -165,15 +211,7 @@ def run_sweep(
             _run_parallel(todo, out, jobs, tracker)
     finally:
         tracker.stop()
-    rows = write_results(out, cells)
-    from simulations.sweep_plots import plot_sweep, summary_table
-
-    write_text(out / "results.md", summary_table(rows, out))
-    if plots:
-        plot_sweep(out, rows)
-    if tracker.num_failed:
-        logger.error("%d cell(s) failed; rerun the same command to retry them", tracker.num_failed)
-    return cells, rows
+    return tracker.num_failed
 
 
 def _run_parallel(todo: list[Cell], out: Path, jobs: int, tracker: _Tracker) -> None:
@@ -262,6 +300,8 @@ class _Tracker:
         self.ended = 0
         self.num_failed = 0
         self.t0 = time.monotonic()
+        self.results: Callable[[Path, list[Cell]], Any] = write_results
+        self.shown = "student_accuracy"
 
     def started(self, cell: Cell) -> None:
         if self.bar is not None:
@@ -290,15 +330,16 @@ class _Tracker:
         elapsed = time.monotonic() - self.t0
         eta = elapsed / self.ended * (len(self.todo) - self.ended)
         logger.info(
-            "cell %d/%d %s: accuracy %.4f in %.1f s (ETA %.0f s)",
+            "cell %d/%d %s: %s %.4f in %.1f s (ETA %.0f s)",
             len(self.cells) - len(self.todo) + self.ended,
             len(self.cells),
             cell.name,
-            float(summary.get("student_accuracy", float("nan"))),
+            "accuracy" if self.shown == "student_accuracy" else self.shown,
+            float(summary.get(self.shown, float("nan"))),
             wall,
             eta,
         )
-        write_results(self.out, self.cells)
+        self.results(self.out, self.cells)
         if self.bar is not None:
             self.bar[0].advance(self.bar[1])
 

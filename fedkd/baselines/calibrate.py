@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 from typing import Any
 
 from fedkd.config import ConfigError
@@ -79,6 +80,7 @@ def _fedkd_eps(release: Any, rounds: int, delta: float) -> float:
     return epsilon([replace(release, round=r) for r in range(rounds)], delta)
 
 
+@lru_cache(maxsize=256)  # a search of many accountant calls; sweeps repeat it
 def gaussian_sigma(epsilon: float, delta: float, rounds: int, sample_rate: float) -> float:
     """σ of fedkd's central Gaussian mechanism for ``rounds`` releases at rate q."""
     from fedkd.privacy.gaussian import release_for_round
@@ -88,6 +90,7 @@ def gaussian_sigma(epsilon: float, delta: float, rounds: int, sample_rate: float
     )
 
 
+@lru_cache(maxsize=256)  # a search of many accountant calls; sweeps repeat it
 def pate_sigma(
     epsilon: float, delta: float, rounds: int, queries: int, sample_rate: float, threshold: bool
 ) -> float:
@@ -110,6 +113,7 @@ def pate_sigma(
     return _search(eps_of, epsilon)
 
 
+@lru_cache(maxsize=256)  # a search of many accountant calls; sweeps repeat it
 def dp_fedavg_sigma(epsilon: float, delta: float, rounds: int, population: int) -> float:
     """σ of DP-FedAvg for ``rounds`` releases, no amplification, by Flower's RdpAccountant.
 
