@@ -105,7 +105,11 @@ class FastPollGrid(Grid):
     def create_message(self, *args: Any, **kwargs: Any) -> Message:  # noqa: D102
         return self._grid.create_message(*args, **kwargs)
 
-    def get_node_ids(self) -> Iterable[int]:  # noqa: D102 - Grid API
+    def get_node_ids(self) -> Iterable[int]:
+        """The connected nodes; raises :class:`RunStoppedError` once ``stop`` is set (the
+        ServerApp polls this while it waits for its clients to connect)."""
+        if self._stop is not None and self._stop.is_set():
+            raise RunStoppedError("the run was stopped while waiting for clients to connect")
         return self._grid.get_node_ids()
 
     def get_nodes(self) -> Iterable[Any]:  # noqa: D102 - Grid API
