@@ -121,12 +121,12 @@ def _simulate_ray(cfg: Config, run: RunDir, state_dir: str) -> dict[str, Any]:
         stop.set()
         raise
     logging.getLogger("flwr").setLevel(level)  # run_simulation resets Flower's log level
+    done = run.path / "DONE"
+    if done.exists():  # finished, even where a Ctrl-C came after the last round
+        return json.loads(done.read_text())
     if stop.is_set():  # Ctrl-C: the clients and Ray have been shut down in order
         raise KeyboardInterrupt
-    done = run.path / "DONE"
-    if not done.exists():
-        raise RuntimeError(f"the simulation ended without finishing {run.path}; see the log above")
-    return json.loads(done.read_text())
+    raise RuntimeError(f"the simulation ended without finishing {run.path}; see the log above")
 
 
 @contextlib.contextmanager
