@@ -32,7 +32,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fedkd.deploy.procs import LocalDeployment, wait_for  # noqa: E402
+from fedkd.deploy.procs import (  # noqa: E402
+    LocalDeployment,
+    MissingExecutableError,
+    console_script,
+    wait_for,
+)
 
 CONFIG = REPO / "simulations" / "configs" / "quickstart.yaml"
 
@@ -99,6 +104,15 @@ def simulate(root: Path, overrides: list[str], backend: str) -> dict:
     return {"rounds": _seconds(out), "wall": time.monotonic() - t0}
 
 
+def executables(naive: bool) -> dict[str, str]:
+    """The console scripts the benchmark starts, found beside this interpreter or on PATH
+    (the venv need not be activated); raises MissingExecutableError naming the first absent."""
+    names = ["flower-superlink", "flower-superexec", "flwr", "fedkd"]
+    if naive:
+        names.append("flower-supernode")
+    return {name: console_script(name) for name in names}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=6)
@@ -106,7 +120,18 @@ def main() -> int:
     parser.add_argument("--naive", action="store_true", help="also Flower's defaults (slow)")
     parser.add_argument("--ray", action="store_true", help="also the Ray simulation")
     parser.add_argument("--json", help="write the figures to this file")
+    parser.add_argument(
+        "--check", action="store_true", help="only find the executables it needs, then exit"
+    )
     args = parser.parse_args()
+    try:
+        found = executables(args.naive)
+    except MissingExecutableError as err:
+        sys.stderr.write(f"deploy_rounds.py: error: {err}\n")
+        return 2
+    if args.check:
+        print("\n".join(f"{name}: {path}" for name, path in found.items()))
+        return 0
     overrides = [f"rounds={args.rounds}", "clients.num_clients=3"]
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="fedkd-bench-") as tmp:

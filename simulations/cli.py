@@ -13,6 +13,10 @@ import importlib
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fedkd.config import Config
 
 logger = logging.getLogger("simulations.cli")
 
@@ -23,10 +27,35 @@ EXIT_CLIENTS_FAILED = 3
 EXIT_INTERRUPTED = 130
 #: What to run after Ctrl-C, by command: the work already written is kept.
 _RESUME_HINT = {
-    "simulate": "finished rounds are kept: continue with `fedkd simulate --resume DIR`",
     "sweep": "finished cells are kept: rerun the same command to resume",
     "tune": "finished runs are kept: rerun the same command to resume",
 }
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a command that knows how to go on: ``hint`` says how."""
+
+    def __init__(self, hint: str) -> None:
+        super().__init__(hint)
+        self.hint = hint
+
+
+def _simulate_interruptible(cfg: Config, out: Path, resume: bool) -> dict:
+    """:func:`simulations.runner.simulate`; Ctrl-C names the run directory to resume."""
+    import shlex
+
+    from simulations.runner import simulate
+
+    try:
+        return simulate(cfg, out, resume=resume)
+    except KeyboardInterrupt:
+        if not (out / "config.yaml").exists():  # nothing written yet: nothing to resume
+            raise
+        raise Interrupted(
+            "finished rounds are kept: continue with "
+            f"`fedkd simulate --resume {shlex.quote(str(out))}`"
+        ) from None
+
 
 # Modules that add sub-commands: each has ``register(subparsers)``, which adds a parser
 # whose ``func(args) -> int`` runs the command. User errors raise ConfigError (exit 2).
@@ -145,7 +174,6 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from fedkd.config import ConfigError, load_config
     from fedkd.rundir import RunDir, RunFinished, check_fresh
     from simulations.preflight import preflight
-    from simulations.runner import simulate
 
     if args.resume:
         if args.config or args.set or args.out:
@@ -168,7 +196,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             logger.warning("%s", done)
             return _report(done.summary, out)
     preflight(cfg)  # nothing is written before it passes
-    return _report(simulate(cfg, out, resume=bool(args.resume)), out)
+    return _report(_simulate_interruptible(cfg, out, bool(args.resume)), out)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -219,8 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, ModelError, RunDirError) as err:
         sys.stderr.write(f"fedkd: error: {err}\n")
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        hint = _RESUME_HINT.get(args.command)
+    except KeyboardInterrupt as err:
+        hint = err.hint if isinstance(err, Interrupted) else _RESUME_HINT.get(args.command)
         sys.stderr.write(f"fedkd: interrupted; {hint}\n" if hint else "fedkd: interrupted\n")
         return EXIT_INTERRUPTED
 

@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,6 +89,7 @@ def _simulate_ray(cfg: Config, run: RunDir, state_dir: str) -> dict[str, Any]:
     from flwr.simulation import run_simulation
 
     from client.app import app as client_app
+    from fedkd.deploy.procs import RunStoppedError
     from server.app import make_server_app
 
     backend_config = {
@@ -100,21 +102,107 @@ def _simulate_ray(cfg: Config, run: RunDir, state_dir: str) -> dict[str, Any]:
         },
     }
     level = logging.getLogger("flwr").level
+    verbose = level <= logging.DEBUG
     stop = threading.Event()  # set on Ctrl-C: Flower's ServerApp thread then ends too
     try:
-        run_simulation(
-            server_app=make_server_app(cfg, run, state_dir=state_dir, stop=stop),
-            client_app=client_app,
-            num_supernodes=cfg.clients.num_clients,
-            backend_name="ray",
-            backend_config=backend_config,
-            verbose_logging=level <= logging.DEBUG,
-        )
+        with _first_sigint_stops(stop), _quiet_flower(verbose):
+            run_simulation(
+                server_app=make_server_app(cfg, run, state_dir=state_dir, stop=stop),
+                client_app=client_app,
+                num_supernodes=cfg.clients.num_clients,
+                backend_name="ray",
+                backend_config=backend_config,
+                verbose_logging=verbose,
+            )
+    except RunStoppedError:
+        if not stop.is_set():
+            raise
     except BaseException:
         stop.set()
         raise
     logging.getLogger("flwr").setLevel(level)  # run_simulation resets Flower's log level
     done = run.path / "DONE"
-    if not done.exists():
-        raise RuntimeError(f"the simulation ended without finishing {run.path}; see the log above")
-    return json.loads(done.read_text())
+    if done.exists():  # finished, even where a Ctrl-C came after the last round
+        return json.loads(done.read_text())
+    if stop.is_set():  # Ctrl-C: the clients and Ray have been shut down in order
+        raise KeyboardInterrupt
+    raise RuntimeError(f"the simulation ended without finishing {run.path}; see the log above")
+
+
+@contextlib.contextmanager
+def _first_sigint_stops(stop: threading.Event) -> Iterator[None]:
+    """While Flower's simulation runs, the first Ctrl-C sets ``stop`` instead of raising.
+
+    A ``KeyboardInterrupt`` in the main thread makes Flower shut Ray down while its worker
+    threads still wait on the actors, and each of them then logs an ``ActorDiedError``
+    traceback. Setting ``stop`` instead ends the ServerApp at its next wait for replies;
+    Flower then lets the actors finish their current message and shuts Ray down in order
+    (Ray's own processes block SIGINT, so the actors are still alive). A second Ctrl-C
+    raises ``KeyboardInterrupt`` at once. Nothing changes outside the main thread or where
+    SIGINT is ignored (a background job).
+    """
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        logger.warning("interrupted: stopping the clients (Ctrl-C again to quit at once)")
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+RUN_SIMULATION_NOTICE = "The `run_simulation` function is deprecated"
+
+
+class RunSimulationNoticeFilter(logging.Filter):
+    """Drops Flower's multi-line notice that ``run_simulation`` is deprecated.
+
+    ``flwr.simulation.run_simulation`` logs it on every call. fedkd calls it on the user's
+    behalf (``flwr run`` needs a packaged app and a SuperLink, not an in-memory ServerApp),
+    so the notice is no action for the user. Any other record passes.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:  # noqa: D102 - logging API
+        args = record.args if isinstance(record.args, tuple) else ()
+        return not (
+            str(record.msg).startswith("DEPRECATED FEATURE")
+            and bool(args)
+            and str(args[0]).startswith(RUN_SIMULATION_NOTICE)
+        )
+
+
+@contextlib.contextmanager
+def _quiet_flower(verbose: bool) -> Iterator[None]:
+    """Unless ``verbose``: no run_simulation notice, and Flower in the Ray workers logs errors only.
+
+    The notice is filtered from the ``flwr`` logger for the call. The workers (the client
+    actors) get ``FLWR_LOG_LEVEL=ERROR`` through the environment they inherit at
+    ``ray.init``: their Flower warnings (e.g. ``Manually terminating ClientAppActor`` when
+    a run is stopped) are no action for the user; a client's failure still reaches the
+    server as an error reply. A ``FLWR_LOG_LEVEL`` the user set is left alone.
+    """
+    if verbose:
+        yield
+        return
+    notice_filter = RunSimulationNoticeFilter()
+    flwr_logger = logging.getLogger("flwr")
+    flwr_logger.addFilter(notice_filter)
+    own_level = "FLWR_LOG_LEVEL" not in os.environ
+    if own_level:
+        os.environ["FLWR_LOG_LEVEL"] = "ERROR"
+    try:
+        yield
+    finally:
+        flwr_logger.removeFilter(notice_filter)
+        if own_level:
+            os.environ.pop("FLWR_LOG_LEVEL", None)

@@ -270,3 +270,26 @@ def test_top_level_help_is_plain_text_not_rest(capsys):
     out = capsys.readouterr().out
     assert "``" not in out and ":func:" not in out and ":mod:" not in out
     assert "Federated knowledge distillation" in out and "--version" in out
+
+
+@pytest.mark.parametrize("written", [True, False])
+def test_ctrl_c_names_the_run_directory_to_resume_if_anything_was_written(
+    tiny, capsys, monkeypatch, written
+):
+    import simulations.runner
+
+    def interrupted(cfg, out, *, resume=False):
+        if written:
+            out.mkdir(parents=True)
+            (out / "config.yaml").write_text("rounds: 1\n")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(simulations.runner, "simulate", interrupted)
+    out = tiny.parent / "my run"
+    assert main(["simulate", str(tiny), "--out", str(out)]) == 130
+    err = capsys.readouterr().err
+    if written:
+        hint = f"continue with `fedkd simulate --resume '{out}'`"
+        assert err == f"fedkd: interrupted; finished rounds are kept: {hint}\n"
+    else:
+        assert err == "fedkd: interrupted\n"  # nothing to resume

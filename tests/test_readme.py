@@ -1,4 +1,4 @@
-"""The README's sample output is what the quickstart prints (timings and Flower's notice aside)."""
+"""The README's sample output is what the quickstart prints (timings aside)."""
 
 from __future__ import annotations
 

@@ -35,6 +35,7 @@ import contextlib
 import functools
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -105,7 +106,11 @@ class FastPollGrid(Grid):
     def create_message(self, *args: Any, **kwargs: Any) -> Message:  # noqa: D102
         return self._grid.create_message(*args, **kwargs)
 
-    def get_node_ids(self) -> Iterable[int]:  # noqa: D102 - Grid API
+    def get_node_ids(self) -> Iterable[int]:
+        """The connected nodes; raises :class:`RunStoppedError` once ``stop`` is set (the
+        ServerApp polls this while it waits for its clients to connect)."""
+        if self._stop is not None and self._stop.is_set():
+            raise RunStoppedError("the run was stopped while waiting for clients to connect")
         return self._grid.get_node_ids()
 
     def get_nodes(self) -> Iterable[Any]:  # noqa: D102 - Grid API
@@ -436,8 +441,17 @@ def free_port() -> int:
 
 
 def deploy_env(flwr_home: str | Path) -> dict[str, str]:
-    """Environment for every process of a local deployment (offline, no re-installs)."""
+    """Environment for every process of a local deployment (offline, no re-installs).
+
+    This interpreter's script directory comes first on ``PATH``: Flower starts
+    ``flower-superexec`` by bare name, which must be the one of this environment even when
+    it is not activated.
+    """
     env = dict(os.environ)
+    bin_dir = str(Path(sys.executable).parent)
+    path = env.get("PATH", "")
+    if path.split(os.pathsep)[0] != bin_dir:
+        env["PATH"] = os.pathsep.join([bin_dir, path]) if path else bin_dir
     env.update(
         {
             "FLWR_HOME": str(flwr_home),
@@ -452,10 +466,28 @@ def deploy_env(flwr_home: str | Path) -> dict[str, str]:
     return env
 
 
-def _bin(name: str) -> str:
-    """A console script of this interpreter's environment."""
+class MissingExecutableError(FileNotFoundError):
+    """A console script a local deployment needs is not installed."""
+
+
+def console_script(name: str) -> str:
+    """A console script: the one beside this interpreter, else the first on ``PATH``.
+
+    Raises
+    ------
+    MissingExecutableError
+        Neither exists; the message is one line naming both places.
+    """
     candidate = Path(sys.executable).parent / name
-    return str(candidate) if candidate.exists() else name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        raise MissingExecutableError(
+            f"{name} not found beside {sys.executable} nor on PATH; "
+            "install fedkd in this environment (pip install -e .)"
+        )
+    return found
 
 
 @dataclass
@@ -608,7 +640,13 @@ class LocalDeployment:
 
     def start_superlink(self, timeout: float = 60.0) -> Proc:
         """Start ``flower-superlink`` and wait until it serves."""
-        command = [_bin("flower-superlink"), "--host", "127.0.0.1", "--port", str(self.port)]
+        command = [
+            console_script("flower-superlink"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
         command += ["--disable-runtime-dependency-installation"]
         if self.tls:
             command += [
@@ -631,7 +669,7 @@ class LocalDeployment:
     def flwr(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
         """Run the ``flwr`` CLI against this deployment (from the app directory)."""
         return subprocess.run(
-            [_bin("flwr"), *args],
+            [console_script("flwr"), *args],
             cwd=self.app_dir,
             env=self.env,
             capture_output=True,
@@ -665,8 +703,8 @@ class LocalDeployment:
         if self.auth:
             flower_args += ["--auth-supernode-private-key", str(self.keys / name)]
         if self.plain:
-            return self._start(name, [_bin("flower-supernode"), *flower_args])
-        command = [_bin("fedkd"), "supernode", "--poll-interval", str(self.poll_interval)]
+            return self._start(name, [console_script("flower-supernode"), *flower_args])
+        command = [console_script("fedkd"), "supernode", "--poll-interval", str(self.poll_interval)]
         if self.heartbeat_interval is not None:
             command += ["--heartbeat-interval", str(self.heartbeat_interval)]
         if not self.warm:

@@ -145,3 +145,42 @@ def test_fast_poll_grid_stops_waiting_for_replies_once_the_run_is_stopped() -> N
     with pytest.raises(procs.RunStoppedError, match="stopped"):
         grid.send_and_receive(["a", "b"], timeout=30)
     assert fake.pulls >= 1  # it did wait until the stop, then gave up (not at the timeout)
+
+
+def test_fast_poll_grid_stops_a_wait_for_clients_to_connect() -> None:
+    import threading
+
+    stop = threading.Event()
+    grid = procs.FastPollGrid(SimpleNamespace(get_node_ids=lambda: [1, 2]), stop=stop)
+    assert list(grid.get_node_ids()) == [1, 2]
+    stop.set()
+    with pytest.raises(procs.RunStoppedError, match="connect"):
+        grid.get_node_ids()
+
+
+def test_console_script_prefers_this_interpreter_then_path_then_names_both(tmp_path, monkeypatch):
+    venv_bin, on_path = tmp_path / "venv" / "bin", tmp_path / "path"
+    venv_bin.mkdir(parents=True)
+    on_path.mkdir()
+    for where in (venv_bin, on_path):
+        script = where / "flower-superlink"
+        script.write_text("#!/bin/sh\n")
+        script.chmod(0o755)
+    monkeypatch.setattr(procs.sys, "executable", str(venv_bin / "python"))
+    monkeypatch.setenv("PATH", str(on_path))
+    assert procs.console_script("flower-superlink") == str(venv_bin / "flower-superlink")
+    (venv_bin / "flower-superlink").unlink()
+    assert procs.console_script("flower-superlink") == str(on_path / "flower-superlink")
+    (on_path / "flower-superlink").unlink()
+    with pytest.raises(procs.MissingExecutableError) as err:
+        procs.console_script("flower-superlink")
+    assert str(venv_bin / "python") in str(err.value) and "PATH" in str(err.value)
+    assert len(str(err.value).splitlines()) == 1
+
+
+def test_deploy_env_puts_this_interpreters_scripts_first_on_path(tmp_path, monkeypatch):
+    monkeypatch.setattr(procs.sys, "executable", "/opt/venv/bin/python")
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert procs.deploy_env(tmp_path)["PATH"] == "/opt/venv/bin:/usr/bin:/bin"
+    monkeypatch.setenv("PATH", "/opt/venv/bin:/usr/bin")
+    assert procs.deploy_env(tmp_path)["PATH"] == "/opt/venv/bin:/usr/bin"  # not twice
