@@ -3,8 +3,8 @@
 Pure functions of ``results.csv`` rows (dicts of strings or numbers, as
 :func:`simulations.sweep.result_row` or :class:`csv.DictReader` give them). A *group* is
 one (method, privacy mechanism, target ε, setting): its rows differ only by seed.
-Accuracies are the mean ± standard deviation over the group's seeds (population std,
-``ddof=0``, as in the sweep plots); a group with one seed reads ``0.9123 (1 seed)``, never
+Accuracies are the mean ± standard deviation over the group's seeds (sample std,
+``ddof=1``, as in the sweep plots and ``fedkd tune``'s summary); a group with one seed reads ``0.9123 (1 seed)``, never
 ``± 0.0000``.
 """
 
@@ -51,11 +51,15 @@ def num(value: Any) -> float:
 
 
 def mean_std(values: list[float]) -> tuple[float, float, int]:
-    """Mean, population std and count of the finite ``values`` (``nan, nan, 0`` if none)."""
+    """Mean, sample std (ddof 1) and count of the finite ``values``.
+
+    ``nan, nan, 0`` if none; the std of one value is ``nan``.
+    """
     arr = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
     if not len(arr):
         return float("nan"), float("nan"), 0
-    return float(arr.mean()), float(arr.std()), len(arr)
+    std = float(arr.std(ddof=1)) if len(arr) > 1 else float("nan")
+    return float(arr.mean()), std, len(arr)
 
 
 def mean_std_text(values: list[float]) -> str:
@@ -158,7 +162,7 @@ def results_table(rows: list[dict[str, Any]]) -> str:
     """
     groups = groups_of(rows)
     with_setting = any(g.setting for g in groups)
-    with_val = any("val_accuracy" in r for r in rows)
+    with_val = any(math.isfinite(num(r.get("val_accuracy"))) for r in rows)
     head = ["method", "privacy", "target ε"] + (["setting"] if with_setting else [])
     head += ["test accuracy (mean ± std)"]
     head += ["val accuracy (mean ± std)"] if with_val else []

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from simulations.report_tables import mean_std
+
 logger = logging.getLogger(__name__)
 
 _SCOPE = {"dpsgd": "example", "gaussian": "client", "pate": "client"}
@@ -53,10 +55,9 @@ def _done(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
-    arr = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
-    if not len(arr):
-        return float("nan"), float("nan")
-    return float(arr.mean()), float(arr.std())
+    """Mean and sample std of the finite values, as in the tables (std 0 for one value)."""
+    mean, std, n = mean_std(values)
+    return mean, (std if n > 1 else 0.0)
 
 
 def series_colors(rows: list[dict[str, Any]]) -> dict[str, str]:

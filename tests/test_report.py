@@ -90,7 +90,7 @@ def _line(table: str, *start: str) -> list[str]:
 
 
 def _expected(accs: list[float]) -> str:
-    return f"{statistics.fmean(accs):.4f} ± {statistics.pstdev(accs):.4f}"
+    return f"{statistics.fmean(accs):.4f} ± {statistics.stdev(accs):.4f}"
 
 
 def test_results_table_gives_mean_std_over_seeds_and_one_seed_without_a_std(tmp_path):
