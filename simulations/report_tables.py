@@ -4,8 +4,8 @@ Pure functions of ``results.csv`` rows (dicts of strings or numbers, as
 :func:`simulations.sweep.result_row` or :class:`csv.DictReader` give them). A *group* is
 one (method, privacy mechanism, target ε, setting): its rows differ only by seed.
 Accuracies are the mean ± standard deviation over the group's seeds (sample std,
-``ddof=1``, as in the sweep plots and ``fedkd tune``'s summary); a group with one seed reads ``0.9123 (1 seed)``, never
-``± 0.0000``.
+``ddof=1``, as in the sweep plots and ``fedkd tune``'s summary); a group with one seed
+reads ``0.9123 (1 seed)``, never ``± 0.0000``.
 """
 
 from __future__ import annotations
