@@ -73,7 +73,7 @@ RESULT_COLUMNS: tuple[str, ...] = (
 
 
 def _run_cell(cell: Cell, path: Path) -> dict[str, Any]:
-    from fedkd.baselines import run_method
+    from simulations.baselines import run_method
 
     return run_method(cell.method, cell.config, path)
 
@@ -446,8 +446,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_baseline(args: argparse.Namespace) -> int:
-    from fedkd.baselines import run_method
     from fedkd.config import load_config
+    from simulations.baselines import run_method
 
     cfg = load_config(args.config, args.set)
     out = Path(args.out) if args.out else Path("runs") / f"{Path(args.config).stem}-{args.method}"
@@ -462,7 +462,7 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     """Add ``fedkd sweep`` and ``fedkd baseline`` to the ``fedkd`` command line."""
-    from fedkd.baselines import METHODS
+    from simulations.baselines import METHODS
 
     sweep = subparsers.add_parser("sweep", help="run a grid of runs and baselines, resumable")
     sweep.add_argument("config", help="sweep YAML (base:, grid: or grids:, set:, per_method:)")

@@ -8,7 +8,7 @@ method             what runs
 ``local``          each client alone on its partition (mean and worst client accuracy)
 ``fedavg``         Flower's ``FedAvg`` with the student architecture (weights travel)
 ``dp-fedavg``      ``FedAvg`` in a fixed-denominator server-side DP wrapper
-                   (:mod:`fedkd.baselines.dpfedavg`) with Flower's ``RdpAccountant``
+                   (:mod:`simulations.baselines.dpfedavg`) with Flower's ``RdpAccountant``
                    (client-level ε, no amplification)
 ``fedkd``          the federated-distillation run itself (:func:`simulations.runner.simulate`)
 =================  =================================================================
@@ -44,19 +44,19 @@ def run_method(method: str, cfg: Config, out: str | Path) -> dict[str, Any]:
         summary = simulate(cfg, out)
         return {"method": "fedkd", **summary}
     if method == "central":
-        from fedkd.baselines.central import run_central
+        from simulations.baselines.central import run_central
 
         return run_central(cfg, out)
     if method == "central-dpsgd":
-        from fedkd.baselines.central import run_central_dpsgd
+        from simulations.baselines.central import run_central_dpsgd
 
         return run_central_dpsgd(cfg, out)
     if method == "local":
-        from fedkd.baselines.local import run_local
+        from simulations.baselines.local import run_local
 
         return run_local(cfg, out)
     if method in ("fedavg", "dp-fedavg"):
-        from fedkd.baselines.fedavg import run_fedavg
+        from simulations.baselines.fedavg import run_fedavg
 
         return run_fedavg(cfg, out, private=method == "dp-fedavg")
     raise ConfigError(f"unknown method '{method}' (choose from {', '.join(METHODS)})")

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from fedkd.baselines.common import generator, load_data, model_on_features, open_run
 from fedkd.config import Config
 from fedkd.distill import evaluate, make_optimizer, train_supervised
+from simulations.baselines.common import generator, load_data, model_on_features, open_run
 
 logger = logging.getLogger(__name__)
 
