@@ -47,7 +47,7 @@ def register_source(name: str, loader: Loader) -> str:
         import path (any process can load it), else ``py:NAME`` (this process only).
 
     Re-registering a name with another loader drops the cached sources and splits
-    (:func:`fedkd.api.run` also drops the cached client partitions).
+    (:func:`simulations.api.run` also drops the cached client partitions).
     """
     from fedkd.data.sources import DataError, load_source
 
