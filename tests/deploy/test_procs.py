@@ -10,7 +10,8 @@ from flwr.serverapp import Grid
 from flwr.supercore.inflatable.inflatable_utils import ObjectPullError, ObjectUnavailableError
 from flwr.superlink.grid import http_grid
 
-from fedkd.deploy import procs
+from fedkd.deploy import supernode
+from server import grid as server_grid
 from simulations.cli import main
 
 
@@ -53,7 +54,7 @@ class _FakeGrid(Grid):
 
 
 def test_fast_poll_grid_returns_replies_soon_after_they_arrive() -> None:
-    grid = procs.FastPollGrid(_FakeGrid([0.0, 0.3]), interval=0.05)
+    grid = server_grid.FastPollGrid(_FakeGrid([0.0, 0.3]), interval=0.05)
     t0 = time.monotonic()
     replies = list(grid.send_and_receive(["a", "b"], timeout=5))
     elapsed = time.monotonic() - t0
@@ -63,22 +64,22 @@ def test_fast_poll_grid_returns_replies_soon_after_they_arrive() -> None:
 
 
 def test_fast_poll_grid_gives_up_at_the_timeout() -> None:
-    grid = procs.FastPollGrid(_FakeGrid([0.0, 60.0]), interval=0.05)
+    grid = server_grid.FastPollGrid(_FakeGrid([0.0, 60.0]), interval=0.05)
     t0 = time.monotonic()
     replies = list(grid.send_and_receive(["a", "b"], timeout=0.3))
     assert len(replies) == 1 and time.monotonic() - t0 < 1.0
 
 
 def test_fast_poll_grid_interval_from_environment(monkeypatch) -> None:
-    monkeypatch.setenv(procs.GRID_POLL_ENV, "3")
-    assert procs.FastPollGrid(_FakeGrid([0.0]))._interval == 3.0
+    monkeypatch.setenv(server_grid.GRID_POLL_ENV, "3")
+    assert server_grid.FastPollGrid(_FakeGrid([0.0]))._interval == 3.0
 
 
 def test_supernode_sleeps_are_capped(monkeypatch) -> None:
     from flwr.supernode import start_client_internal as sci
 
     monkeypatch.setattr(sci, "time", sci.time)  # restored after the test
-    procs.shorten_supernode_polling(0.01)
+    supernode.shorten_supernode_polling(0.01)
     t0 = time.monotonic()
     sci.time.sleep(3)
     assert time.monotonic() - t0 < 0.5
@@ -87,9 +88,9 @@ def test_supernode_sleeps_are_capped(monkeypatch) -> None:
 
 def test_flag_parsing() -> None:
     args = ["--port", "9", "--host=0.0.0.0", "--port=10"]
-    assert procs._flag(args, "--port") == "10"
-    assert procs._flag(args, "--host") == "0.0.0.0"
-    assert procs._flag(args, "--ssl-ca-certfile") is None
+    assert supernode._flag(args, "--port") == "10"
+    assert supernode._flag(args, "--host") == "0.0.0.0"
+    assert supernode._flag(args, "--ssl-ca-certfile") is None
 
 
 @pytest.mark.parametrize(
@@ -124,7 +125,7 @@ class _MissingContentGrid(_FakeGrid):
 
 def test_fast_poll_grid_stops_retrying_missing_reply_content_at_the_round_timeout() -> None:
     original = http_grid.pull_objects
-    grid = procs.FastPollGrid(_MissingContentGrid([0.0]), interval=0.05)
+    grid = server_grid.FastPollGrid(_MissingContentGrid([0.0]), interval=0.05)
     t0 = time.monotonic()
     replies = list(grid.send_and_receive(["a"], timeout=0.5))
     elapsed = time.monotonic() - t0
@@ -140,8 +141,8 @@ def test_fast_poll_grid_stops_waiting_for_replies_once_the_run_is_stopped() -> N
 
     stop = threading.Event()
     fake = _FakeGrid([0.0, 60.0])
-    grid = procs.FastPollGrid(fake, interval=0.05, stop=stop)
+    grid = server_grid.FastPollGrid(fake, interval=0.05, stop=stop)
     threading.Timer(0.2, stop.set).start()
-    with pytest.raises(procs.RunStoppedError, match="stopped"):
+    with pytest.raises(server_grid.RunStoppedError, match="stopped"):
         grid.send_and_receive(["a", "b"], timeout=30)
     assert fake.pulls >= 1  # it did wait until the stop, then gave up (not at the timeout)
