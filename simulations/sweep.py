@@ -26,6 +26,7 @@ import yaml
 
 from fedkd.atomic import write_json, write_text
 from fedkd.config import Config, ConfigError
+from simulations.sweep_columns import RESULT_COLUMNS
 from simulations.sweep_spec import (  # noqa: F401 - re-exported: the sweep API in one place
     SPECIAL_KEYS,
     Cell,
@@ -45,29 +46,6 @@ logger = logging.getLogger(__name__)
 
 CELL_FILE = "cell.json"
 RESULTS_CSV = "results.csv"
-
-#: Columns of ``results.csv`` after the swept keys (``cell`` comes first).
-RESULT_COLUMNS: tuple[str, ...] = (
-    "method",
-    "mechanism",
-    "seed",
-    "target_epsilon",
-    "status",
-    "rounds_completed",
-    "student_accuracy",
-    "worst_client_accuracy",
-    "epsilon_example",
-    "delta_example",
-    "epsilon_client",
-    "delta_client",
-    "bytes_up",
-    "bytes_down",
-    "bytes_up_per_client_round",
-    "bytes_down_per_client_round",
-    "wall_seconds",
-    "stopped",
-)
-
 
 # --------------------------------------------------------------------------- running
 

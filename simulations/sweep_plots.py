@@ -34,7 +34,7 @@ _NOT_SETTING = {"cell", "epsilon", "privacy.mechanisms", "method", "seed"}
 
 def setting_of(row: dict[str, Any]) -> str:
     """Other swept values of a row (not method, seed, ε, mechanism), e.g. ``clients.lr=0.1``."""
-    from simulations.sweep import RESULT_COLUMNS
+    from simulations.sweep_columns import RESULT_COLUMNS
 
     keys = [k for k in row if k not in _NOT_SETTING and k not in RESULT_COLUMNS]
     return ", ".join(f"{k}={row[k]}" for k in keys if row[k] not in ("", None))
