@@ -48,12 +48,13 @@ import functools
 import logging
 import math
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
 from fedkd.privacy.ledger import MECHANISM_SCOPE, PrivacyLedger, Release
+from fedkd.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,6 @@ DEFAULT_ORDERS: tuple[float, ...] = tuple(
 )
 
 ENFORCED = "pld"  # the accountant behind every printed ε and every budget check
-ACCOUNTANTS: tuple[str, ...] = ("pld", "rdp", "prv")
 _GDP_REFUSAL = "the GDP accountant can under-state ε; not allowed for reported numbers"
 PLD_INTERVAL = 1e-4  # value discretisation of the enforced PLD accountant
 
@@ -262,6 +262,12 @@ def prv_epsilon(releases: Sequence[Release], delta: float, eps_error: float = 0.
         return float(accountant.get_epsilon(delta=delta, eps_error=eps_error))
 
 
+#: Accountant name -> ε of one subject's releases at δ (None: cannot account them).
+ACCOUNTANTS: Registry[Callable[[Sequence[Release], float], float | None]] = Registry(
+    "accountant", {"pld": pld_epsilon, "rdp": rdp_epsilon, "prv": prv_epsilon}
+)
+
+
 def epsilon(releases: Sequence[Release], delta: float, accountant: str = ENFORCED) -> float:
     """ε of one subject's releases with the named accountant.
 
@@ -273,10 +279,7 @@ def epsilon(releases: Sequence[Release], delta: float, accountant: str = ENFORCE
     """
     if accountant == "gdp":
         raise ValueError(_GDP_REFUSAL)
-    functions = {"pld": pld_epsilon, "rdp": rdp_epsilon, "prv": prv_epsilon}
-    if accountant not in functions:
-        raise ValueError(f"unknown accountant {accountant!r}; choose from {ACCOUNTANTS}")
-    value = functions[accountant](releases, delta)
+    value = ACCOUNTANTS.lookup(accountant)(releases, delta)
     if value is None:
         raise ValueError(f"the {accountant} accountant cannot account replace-one with q < 1")
     return value
