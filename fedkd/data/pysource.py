@@ -15,7 +15,7 @@ process and reads the arrays from the mapping it returns:
 ``num_classes`` (optional)
     Declared number of classes; labels must lie below it, and classes may be empty.
     Otherwise the largest label + 1, and labels must start at 0 (see
-    :mod:`fedkd.data.sources`).
+    :mod:`fedkd.data.arrays`).
 
 Features are converted as for the other sources (float32; integer data scaled to
 ``[0, 1]``). ``py:NAME`` (no ``:`` in NAME) names a loader given to

@@ -60,9 +60,6 @@ def run_warm_executor(
     from flwr.proto.runtime_pb2 import AcquireTaskRequest
     from flwr.supercore.app_utils import start_parent_process_monitor
     from flwr.supercore.constant import TaskType
-    from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
-    from flwr.supercore.retry import make_simple_http_retry_invoker
-    from flwr.supercore.runtime import RuntimeHttpClient
     from flwr.supercore.tls import validate_and_resolve_root_certificates
     from flwr.supernode.runtime.run_clientapp import run_clientapp
 
@@ -72,13 +69,7 @@ def run_warm_executor(
     if parent_pid is not None:
         start_parent_process_monitor(parent_pid)
     certificates = validate_and_resolve_root_certificates(root_certificates_path, insecure)
-    client = RuntimeHttpClient.from_server_address(
-        server_address=runtime_api_address,
-        insecure=insecure,
-        root_certificates=certificates,
-        interceptors=[RuntimeVersionHttpInterceptor(component_name="SuperExec")],
-        retry_invoker=make_simple_http_retry_invoker(),
-    )
+    client = _runtime_client(runtime_api_address, insecure, certificates)
     # Start the fork server now (it imports the preloads), not on the first message.
     warmup = ctx.Process(target=time.sleep, args=(0,))
     warmup.start()
@@ -114,6 +105,21 @@ def run_warm_executor(
             if child.is_alive():
                 child.terminate()
             child.join(5)
+
+
+def _runtime_client(address: str, insecure: bool, certificates: Any) -> Any:
+    """A client of the SuperNode's Runtime API, as Flower's own SuperExec makes it."""
+    from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
+    from flwr.supercore.retry import make_simple_http_retry_invoker
+    from flwr.supercore.runtime import RuntimeHttpClient
+
+    return RuntimeHttpClient.from_server_address(
+        server_address=address,
+        insecure=insecure,
+        root_certificates=certificates,
+        interceptors=[RuntimeVersionHttpInterceptor(component_name="SuperExec")],
+        retry_invoker=make_simple_http_retry_invoker(),
+    )
 
 
 def warm_executor_main(argv: Sequence[str]) -> int:
