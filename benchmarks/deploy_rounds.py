@@ -31,8 +31,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # the deploy tests' local-cluster harness
 
-from fedkd.deploy.procs import (  # noqa: E402
+from deploy.cluster import (  # noqa: E402
     LocalDeployment,
     MissingExecutableError,
     console_script,

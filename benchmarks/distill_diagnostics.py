@@ -1,7 +1,7 @@
 """Where the accuracy goes: fedkd's teacher and student next to FedAvg, round by round.
 
 For one config (default: the quickstart on digits) and each seed, runs fedkd and the
-``fedavg`` baseline (:func:`fedkd.baselines.run_method`: Flower's FedAvg with the
+``fedavg`` baseline (:func:`simulations.baselines.run_method`: Flower's FedAvg with the
 student's architecture, the same rounds, clients, partition and local training) on the
 in-process grid and prints, per round:
 
@@ -39,7 +39,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedkd.baselines import run_method
 from fedkd.clientdata import splits_for
 from fedkd.clientstate import StateDir
 from fedkd.config import Config, load_config
@@ -48,6 +47,7 @@ from fedkd.features import build_client_model, feature_args
 from fedkd.local import client_model_name
 from fedkd.rundir import RunDir
 from fedkd.student import load_student
+from simulations.baselines import run_method
 from simulations.preflight import preflight
 
 ROOT = Path(__file__).resolve().parents[1]

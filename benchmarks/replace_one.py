@@ -148,8 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = {r["cell"]: r for r in csv.DictReader(handle)}
     # The noise expand() would calibrate now is not used here: skip the searches.
     with (
-        mock.patch("fedkd.baselines.calibrate.gaussian_sigma", return_value=1.0),
-        mock.patch("fedkd.baselines.calibrate.pate_sigma", return_value=1.0),
+        mock.patch("simulations.baselines.calibrate.gaussian_sigma", return_value=1.0),
+        mock.patch("simulations.baselines.calibrate.pate_sigma", return_value=1.0),
     ):
         cells = expand(load_spec(args.sweep))
     print("| cell | reported ε (add/remove) | corrected ε (replace-one, PLD) | accuracy |")

@@ -40,7 +40,7 @@ def _cmd_keys(args: argparse.Namespace) -> int:
 def _cmd_supernode(args: argparse.Namespace) -> int:
     import logging
 
-    from fedkd.deploy.procs import run_supernode
+    from fedkd.deploy.supernode import run_supernode
 
     logging.getLogger("flwr").setLevel(logging.INFO)  # the node's progress, as flower-supernode
 

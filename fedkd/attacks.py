@@ -6,11 +6,13 @@ sampled client fail a round before it trains, so nothing is released for it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from fedkd.protocol import derive_seed
+from fedkd.registry import Registry
 
-ATTACKS = ("random", "flip", "constant", "scale")
 _ADVERSARY, _ATTACK, _DROPOUT = 21, 22, 23
 
 
@@ -31,19 +33,33 @@ def attack(
     (the honest argmax + 1), high confidence. ``scale``: the honest rows multiplied by
     ``scale`` (out-of-range values, caught by validation when the codec checks ranges).
     """
-    m, c = probs.shape
-    if kind == "random":
-        z = rng.normal(0.0, 3.0, size=(m, c))
-        e = np.exp(z - z.max(axis=1, keepdims=True))
-        return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
-    if kind == "flip":
-        return np.roll(probs, 1, axis=1).astype(np.float32)
-    if kind == "constant":
-        wrong = (probs.argmax(axis=1) + 1) % c
-        return np.eye(c, dtype=np.float32)[wrong]
-    if kind == "scale":
-        return (probs * scale).astype(np.float32)
-    raise ValueError(f"unknown attack '{kind}' (choose from {', '.join(ATTACKS)})")
+    return ATTACKS.lookup(kind)(probs, rng, scale)
+
+
+def _random(probs: np.ndarray, rng: np.random.Generator, scale: float) -> np.ndarray:
+    z = rng.normal(0.0, 3.0, size=probs.shape)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def _flip(probs: np.ndarray, rng: np.random.Generator, scale: float) -> np.ndarray:
+    return np.roll(probs, 1, axis=1).astype(np.float32)
+
+
+def _constant(probs: np.ndarray, rng: np.random.Generator, scale: float) -> np.ndarray:
+    c = probs.shape[1]
+    wrong = (probs.argmax(axis=1) + 1) % c
+    return np.eye(c, dtype=np.float32)[wrong]
+
+
+def _scale(probs: np.ndarray, rng: np.random.Generator, scale: float) -> np.ndarray:
+    return (probs * scale).astype(np.float32)
+
+
+#: Attack name -> ``(probs, rng, scale) -> poisoned probs`` (see :func:`attack`).
+ATTACKS: Registry[Callable[[np.ndarray, np.random.Generator, float], np.ndarray]] = Registry(
+    "attack", {"random": _random, "flip": _flip, "constant": _constant, "scale": _scale}
+)
 
 
 def attack_rng(seed: int, server_round: int, client_id: int) -> np.random.Generator:

@@ -18,11 +18,13 @@ codec      arrays                                          bytes for (N, C)
 from __future__ import annotations
 
 import numbers
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+
+from fedkd.registry import Registry
 
 #: Tolerance on row sums of decoded fp32/fp16 probabilities and top-k mass.
 SUM_TOL = 1e-2
@@ -471,9 +473,6 @@ class TopK:
         return _renorm(out, "val")
 
 
-CODECS: tuple[str, ...] = ("fp32", "fp16", "int8", "onebit", "topk")
-
-
 def _topk_k(value: object) -> int:
     """Validate the ``k`` of the top-k codec (an integer >= 1)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -481,6 +480,20 @@ def _topk_k(value: object) -> int:
     if not (isinstance(value, numbers.Integral) or float(value).is_integer()) or value < 1:
         raise ValueError(f"codec 'topk': k must be an integer >= 1, got {value!r}")
     return int(value)
+
+
+#: Codec name -> factory taking the codec's parameters (only ``topk`` takes one, ``k``).
+CODECS: Registry[Callable[..., Codec]] = Registry(
+    "codec",
+    {
+        "fp32": lambda: Float("fp32", np.float32),
+        "fp16": lambda: Float("fp16", np.float16),
+        "int8": Int8,
+        "onebit": OneBit,
+        "topk": lambda k=2: TopK(k=_topk_k(k)),
+    },
+)
+_CODEC_PARAMS: dict[str, frozenset[str]] = {"topk": frozenset({"k"})}
 
 
 def get_codec(name: str, **params: int) -> Codec:
@@ -503,21 +516,11 @@ def get_codec(name: str, **params: int) -> Codec:
     ValueError
         For an unknown codec name, or an unexpected or invalid parameter.
     """
-    if not isinstance(name, str) or name not in CODECS:
-        raise ValueError(f"unknown codec {name!r} (choose from {', '.join(CODECS)})")
-    allowed = {"k"} if name == "topk" else set()
-    unexpected = sorted(set(params) - allowed)
+    factory = CODECS.lookup(name)
+    unexpected = sorted(set(params) - _CODEC_PARAMS.get(name, frozenset()))
     if unexpected:
         raise ValueError(f"codec '{name}' got unexpected parameter(s) {', '.join(unexpected)}")
-    if name == "topk":
-        return TopK(k=_topk_k(params.get("k", 2)))
-    if name == "fp32":
-        return Float("fp32", np.float32)
-    if name == "fp16":
-        return Float("fp16", np.float16)
-    if name == "int8":
-        return Int8()
-    return OneBit()
+    return factory(**params)
 
 
 def payload_nbytes(arrays: Mapping[str, np.ndarray]) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import math
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 
 from fedkd.models import ModelError, build_model
+from fedkd.registry import Registry
 from fedkd.scattering import Scattering2D
 
 
@@ -126,7 +128,11 @@ def _apply(module: nn.Module, x: np.ndarray, chunk: int = 1000) -> np.ndarray:
     return np.concatenate(parts).astype(np.float32, copy=False)
 
 
-FEATURE_MAPS = ("pixels", "scattering")
+#: Feature map name -> the fixed transform of the inputs for ``input_shape`` (None: the
+#: pixels as they are). A transform's ``ValueError`` names what it cannot take.
+FEATURE_MAPS: Registry[Callable[[tuple[int, ...]], nn.Module | None]] = Registry(
+    "feature map", {"pixels": lambda input_shape: None, "scattering": Scattering2D}
+)
 
 
 def build_client_model(
@@ -156,12 +162,10 @@ def build_client_model(
         )
     if public_features == 0 and feature_map == "pixels":
         return build_model(name, input_shape, num_classes, seed=seed)
-    transform = None
-    if feature_map == "scattering":
-        try:
-            transform = Scattering2D(input_shape)
-        except ValueError as err:
-            raise ModelError(f"{section}.feature_map=scattering: {err}") from err
+    try:
+        transform = FEATURE_MAPS[feature_map](input_shape)
+    except ValueError as err:
+        raise ModelError(f"{section}.feature_map={feature_map}: {err}") from err
     pca, width, key = None, None, f"{feature_map}:{tuple(input_shape)}"
     if public_features > 0:
         if x_public is None or len(x_public) == 0:

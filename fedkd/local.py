@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from fedkd.clientdata import ClientData
 from fedkd.clientstate import ClientState
@@ -86,58 +88,12 @@ def local_round(
         The device's own DP-SGD ε cap (its privacy floor); the client freezes at the smaller
         of it and ``privacy.max_epsilon``.
     """
-    name = client_model_name(cfg, client_id)
-    model = build_client_model(
-        name,
-        data.input_shape,
-        data.num_classes,
-        seed=derive_seed(cfg.seed, client_id, _INIT),
-        x_public=data.x_proxy,
-        **feature_args(cfg.clients, "clients"),
-    )
-    optimizer = make_optimizer(model, cfg.clients.lr)
-    if state is not None and state.model:  # an empty model: fresh weights, kept accountant
-        model.load_state_dict(state.model)
-        if state.optimizer is not None:
-            optimizer.load_state_dict(state.optimizer)
+    model, optimizer = _client_model(cfg, data, client_id, state)
     net, data = _on_features(model, data)
-    seed = (cfg.seed, task.server_round, client_id)
-
-    digest_loss = 0.0
-    if task.teacher_idx is not None and cfg.clients.digest_epochs > 0:
-        # Digest: distil the previous teacher on public data. No private data, no cost.
-        digest_loss = train_distill(
-            net,
-            optimizer,
-            data.x_proxy[task.teacher_idx],
-            task.teacher_probs,
-            epochs=cfg.clients.digest_epochs,
-            batch_size=cfg.clients.batch_size,
-            temperature=cfg.distill.temperature,
-            generator=torch.Generator().manual_seed(derive_seed(*seed, _DIGEST)),
-        )
-
-    dpsgd_state = state.dpsgd if state is not None else None
-    extra: dict[str, float] = {}
-    if "dpsgd" in cfg.privacy.mechanisms:
-        from fedkd.privacy.client import RevisitLimits, private_revisit  # Opacus when asked
-
-        budgets = [b for b in (cfg.privacy.max_epsilon, device_budget) if b is not None]
-        limits = RevisitLimits(task.dpsgd_steps, min(budgets) if budgets else None)
-        train_loss, dpsgd_state, extra = private_revisit(
-            cfg, net, data, client_id, task.server_round, dpsgd_state, limits
-        )
-    else:
-        revisit_gen = torch.Generator().manual_seed(derive_seed(*seed, _REVISIT))
-        train_loss = train_supervised(
-            net,
-            optimizer,
-            data.x_private,
-            data.y_private,
-            epochs=cfg.clients.local_epochs,
-            batch_size=cfg.clients.batch_size,
-            generator=revisit_gen,
-        )
+    digest_loss = _digest(cfg, net, optimizer, data, client_id, task)
+    train_loss, dpsgd_state, extra = _revisit(
+        cfg, net, optimizer, data, client_id, task, state, device_budget
+    )
 
     probs = predict_probs(net, data.x_proxy[task.proxy_idx])  # (M, C)
     metrics = {
@@ -158,3 +114,85 @@ def local_round(
         dpsgd=dpsgd_state,
     )
     return RoundResult(probs=probs, metrics=metrics, state=new_state)
+
+
+def _client_model(
+    cfg: Config, data: ClientData, client_id: int, state: ClientState | None
+) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """The client's model and optimizer: seeded fresh, then the saved state if any."""
+    model = build_client_model(
+        client_model_name(cfg, client_id),
+        data.input_shape,
+        data.num_classes,
+        seed=derive_seed(cfg.seed, client_id, _INIT),
+        x_public=data.x_proxy,
+        **feature_args(cfg.clients, "clients"),
+    )
+    optimizer = make_optimizer(model, cfg.clients.lr)
+    if state is not None and state.model:  # an empty model: fresh weights, kept accountant
+        model.load_state_dict(state.model)
+        if state.optimizer is not None:
+            optimizer.load_state_dict(state.optimizer)
+    return model, optimizer
+
+
+def _digest(
+    cfg: Config,
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: ClientData,
+    client_id: int,
+    task: RoundTask,
+) -> float:
+    """Digest: distil the previous teacher on public data. No private data, no cost."""
+    if task.teacher_idx is None or cfg.clients.digest_epochs <= 0:
+        return 0.0
+    return train_distill(
+        net,
+        optimizer,
+        data.x_proxy[task.teacher_idx],
+        task.teacher_probs,
+        epochs=cfg.clients.digest_epochs,
+        batch_size=cfg.clients.batch_size,
+        temperature=cfg.distill.temperature,
+        generator=torch.Generator().manual_seed(
+            derive_seed(cfg.seed, task.server_round, client_id, _DIGEST)
+        ),
+    )
+
+
+def _revisit(
+    cfg: Config,
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: ClientData,
+    client_id: int,
+    task: RoundTask,
+    state: ClientState | None,
+    device_budget: float | None,
+) -> tuple[float, Any, dict[str, float]]:
+    """Revisit the private data: DP-SGD when asked, else plain supervised training.
+
+    Returns the training loss, the DP-SGD state (None without DP-SGD unless one was
+    saved) and the extra metrics of the private path.
+    """
+    dpsgd_state = state.dpsgd if state is not None else None
+    if "dpsgd" in cfg.privacy.mechanisms:
+        from fedkd.privacy.client import RevisitLimits, private_revisit  # Opacus when asked
+
+        budgets = [b for b in (cfg.privacy.max_epsilon, device_budget) if b is not None]
+        limits = RevisitLimits(task.dpsgd_steps, min(budgets) if budgets else None)
+        return private_revisit(cfg, net, data, client_id, task.server_round, dpsgd_state, limits)
+    revisit_gen = torch.Generator().manual_seed(
+        derive_seed(cfg.seed, task.server_round, client_id, _REVISIT)
+    )
+    train_loss = train_supervised(
+        net,
+        optimizer,
+        data.x_private,
+        data.y_private,
+        epochs=cfg.clients.local_epochs,
+        batch_size=cfg.clients.batch_size,
+        generator=revisit_gen,
+    )
+    return train_loss, dpsgd_state, {}

@@ -7,7 +7,6 @@ on the public proxy set in the last round.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -135,8 +134,3 @@ def render_markdown(card: dict[str, Any]) -> str:
             f"{r['latency_us_batch_1']:.1f} | {r['latency_us_batch_256']:.2f} |"
         )
     return "\n".join(lines) + "\n"
-
-
-def read_card(out: str | Path) -> dict[str, Any]:
-    """A card written by :func:`export_run`."""
-    return json.loads((Path(out) / CARD_JSON).read_text())

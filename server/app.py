@@ -32,7 +32,7 @@ def make_server_app(
 ) -> ServerApp:
     """A ServerApp bound to a resolved config and a prepared run directory.
 
-    Setting ``stop`` ends the ServerApp (:class:`~fedkd.deploy.procs.RunStoppedError`) at its
+    Setting ``stop`` ends the ServerApp (:class:`~server.grid.RunStoppedError`) at its
     next wait for client replies: Flower runs it in a non-daemon thread that would otherwise
     keep an interrupted simulation's process alive until the round timeouts ran out. With
     ``stop`` the grid is wrapped in ``FastPollGrid``, so replies are also polled every 0.1 s
@@ -44,7 +44,7 @@ def make_server_app(
     def main(grid: Grid, context: Context) -> None:
         torch.set_num_threads(1)
         if stop is not None:
-            from fedkd.deploy.procs import FastPollGrid
+            from server.grid import FastPollGrid
 
             grid = FastPollGrid(grid, stop=stop)
         serve(grid, cfg, run, state_dir=state_dir)
@@ -118,7 +118,7 @@ def main(grid: Grid, context: Context) -> None:
         out,
     )
     _dump_stacks_on_sigusr1(out / STACKS)
-    from fedkd.deploy.procs import FastPollGrid  # replies polled every 0.1 s, not 3 s
+    from server.grid import FastPollGrid  # replies polled every 0.1 s, not 3 s
 
     summary = serve(FastPollGrid(grid), cfg, run, state_dir=str(out / "clients"))
     logger.info(

@@ -74,7 +74,7 @@ def mean_std_text(values: list[float]) -> str:
 
 def setting_of(row: dict[str, Any]) -> str:
     """Other swept values of a row (not method, seed, ε, mechanism), e.g. ``clients.lr=0.1``."""
-    from simulations.sweep import RESULT_COLUMNS
+    from simulations.sweep_columns import RESULT_COLUMNS
 
     skip = _NOT_SETTING | set(RESULT_COLUMNS) | {"val_accuracy", "accountant", "neighbouring"}
     keys = [k for k in row if k not in skip and not k.startswith("_")]

@@ -89,8 +89,8 @@ def _simulate_ray(cfg: Config, run: RunDir, state_dir: str) -> dict[str, Any]:
     from flwr.simulation import run_simulation
 
     from client.app import app as client_app
-    from fedkd.deploy.procs import RunStoppedError
     from server.app import make_server_app
+    from server.grid import RunStoppedError
 
     backend_config = {
         "client_resources": {"num_cpus": cfg.runtime.cpus_per_client, "num_gpus": 0.0},

@@ -26,6 +26,7 @@ import yaml
 
 from fedkd.atomic import write_json, write_text
 from fedkd.config import Config, ConfigError
+from simulations.sweep_columns import RESULT_COLUMNS
 from simulations.sweep_spec import (  # noqa: F401 - re-exported: the sweep API in one place
     SPECIAL_KEYS,
     Cell,
@@ -46,35 +47,11 @@ logger = logging.getLogger(__name__)
 CELL_FILE = "cell.json"
 RESULTS_CSV = "results.csv"
 
-#: Columns of ``results.csv`` after the swept keys (``cell`` comes first).
-RESULT_COLUMNS: tuple[str, ...] = (
-    "method",
-    "mechanism",
-    "seed",
-    "target_epsilon",
-    "status",
-    "rounds_completed",
-    "student_accuracy",
-    "worst_client_accuracy",
-    "epsilon_example",
-    "delta_example",
-    "epsilon_client",
-    "delta_client",
-    "bytes_up",
-    "bytes_down",
-    "bytes_up_per_client_round",
-    "bytes_down_per_client_round",
-    "wall_seconds",
-    "stopped",
-    "val_accuracy",
-)
-
-
 # --------------------------------------------------------------------------- running
 
 
 def _run_cell(cell: Cell, path: Path) -> dict[str, Any]:
-    from fedkd.baselines import run_method
+    from simulations.baselines import run_method
 
     return run_method(cell.method, cell.config, path)
 
@@ -489,8 +466,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_baseline(args: argparse.Namespace) -> int:
-    from fedkd.baselines import run_method
     from fedkd.config import load_config
+    from simulations.baselines import run_method
 
     cfg = load_config(args.config, args.set)
     out = Path(args.out) if args.out else Path("runs") / f"{Path(args.config).stem}-{args.method}"
@@ -505,7 +482,7 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     """Add ``fedkd sweep`` and ``fedkd baseline`` to the ``fedkd`` command line."""
-    from fedkd.baselines import METHODS
+    from simulations.baselines import METHODS
 
     sweep = subparsers.add_parser("sweep", help="run a grid of runs and baselines, resumable")
     sweep.add_argument("config", help="sweep YAML (base:, grid: or grids:, set:, per_method:)")

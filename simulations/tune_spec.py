@@ -24,7 +24,7 @@ A space of lists only with at least ``trials`` points gives ``trials`` distinct 
 points; any range makes every trial an independent draw. Draws come from a
 ``numpy.random.Generator`` seeded by ``seed`` and the series name, and every ε of a series
 gets the same candidates. The noise keys set by
-:func:`fedkd.baselines.calibrate.apply_epsilon`, ``seed`` and ``data.validation_fraction``
+:func:`simulations.baselines.calibrate.apply_epsilon`, ``seed`` and ``data.validation_fraction``
 cannot be searched.
 
 Running the trials, the selection and the final runs: :mod:`simulations.tune`.
@@ -142,7 +142,7 @@ def _space(name: str, raw: Any) -> dict[str, list[Any] | Range]:
 
 
 def _series(name: str, raw: Any) -> Series:
-    from fedkd.baselines import METHODS
+    from simulations.baselines import METHODS
 
     if not isinstance(raw, Mapping):
         raise ConfigError(f"tune: methods.{name} must be a mapping (method, epsilon, set, space)")
@@ -345,7 +345,7 @@ def run_config(
 ) -> Config:
     """The config of one run: base, ``set``, the series' ``set``, the settings, the
     validation split, the seed, then the noise calibrated to ``epsilon``."""
-    from fedkd.baselines.calibrate import apply_epsilon
+    from simulations.baselines.calibrate import apply_epsilon
 
     raw = _merge(_merge(spec.base, spec.overrides), series.fixed)
     for key, value in settings.items():

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedkd import api
+from simulations import api
 from simulations.cli import main
 
 TINY = {

@@ -107,7 +107,7 @@ def test_registered_lambda_runs_inprocess_but_is_refused_for_ray(tmp_path):
 def test_registered_module_level_model_reaches_ray_only_by_its_import_path():
     import byom_user
 
-    from fedkd.api import bring_your_own
+    from simulations.api import bring_your_own
 
     register_model("tiny", byom_user.TinyCNN)
     ray_cfg = from_dict({}, TINY + ["clients.models=[tiny]", "runtime.backend=ray"])

@@ -7,10 +7,10 @@ import logging
 
 import pytest
 
-from fedkd.baselines import run_method
 from fedkd.clientdata import client_data, partitions_for, splits_for
 from fedkd.config import ConfigError, from_dict, wire_dict
 from fedkd.validation import FINAL_KEY, ROW_KEY
+from simulations.baselines import run_method
 from simulations.cli import main
 from simulations.runner import simulate
 

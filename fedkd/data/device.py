@@ -33,17 +33,10 @@ import numpy as np
 
 from fedkd.clientdata import ClientData, splits_for
 from fedkd.config import Config
-from fedkd.data.sources import (
-    _IDX_FILES,
-    DataError,
-    _check_lengths,
-    _find_idx_file,
-    _read_npz,
-    _scale_features,
-    _to_labels,
-    load_source,
-    read_idx,
-)
+from fedkd.data.arrays import DataError, _check_lengths, _scale_features, _to_labels
+from fedkd.data.idx import _IDX_FILES, _find_idx_file, read_idx
+from fedkd.data.npz import _read_npz
+from fedkd.data.sources import load_source
 from fedkd.data.splits import _PROXY_CAP_STREAM, _cap, _child_seed, build_splits
 
 __all__ = ["DATA_PATH", "PROXY_SOURCE", "device_data", "read_device_data"]

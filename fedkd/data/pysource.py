@@ -15,11 +15,11 @@ process and reads the arrays from the mapping it returns:
 ``num_classes`` (optional)
     Declared number of classes; labels must lie below it, and classes may be empty.
     Otherwise the largest label + 1, and labels must start at 0 (see
-    :mod:`fedkd.data.sources`).
+    :mod:`fedkd.data.arrays`).
 
 Features are converted as for the other sources (float32; integer data scaled to
 ``[0, 1]``). ``py:NAME`` (no ``:`` in NAME) names a loader given to
-:func:`register_source` in this process.
+:func:`fedkd.data.register.register_source` in this process.
 """
 
 from __future__ import annotations
@@ -29,55 +29,35 @@ from typing import Any
 
 import numpy as np
 
-from fedkd.importpath import ImportPathError, import_path_of, is_import_path, load_callable
+from fedkd.data.arrays import (
+    DataError,
+    Source,
+    _check_lengths,
+    _make_source,
+    _scale_features,
+    _to_labels,
+)
+from fedkd.importpath import ImportPathError, is_import_path, load_callable
 
 Loader = Callable[[], Mapping[str, Any]]
 
 _KEYS = ("x_train", "y_train", "x_test", "y_test", "x_proxy", "y_proxy", "num_classes")
+#: Loaders registered in this process by :func:`fedkd.data.register.register_source`.
 _LOADERS: dict[str, Loader] = {}
-
-
-def register_source(name: str, loader: Loader) -> str:
-    """Make ``py:NAME`` load from ``loader`` in this process.
-
-    Returns
-    -------
-    str
-        The spec a config should use: ``py:package.module:callable`` when ``loader`` has an
-        import path (any process can load it), else ``py:NAME`` (this process only).
-
-    Re-registering a name with another loader drops the cached sources and splits
-    (:func:`fedkd.api.run` also drops the cached client partitions).
-    """
-    from fedkd.data.sources import DataError, load_source
-
-    if not name or ":" in name or not callable(loader):
-        raise DataError(
-            f"cannot register data source '{name}': need a name without ':' and a callable"
-        )
-    if _LOADERS.get(name) is not loader:  # a new loader under an old name: drop cached data
-        from fedkd.data.splits import build_splits
-
-        load_source.cache_clear()
-        build_splits.cache_clear()
-    _LOADERS[name] = loader
-    path = import_path_of(loader)
-    return f"py:{path}" if path else f"py:{name}"
 
 
 def process_local_source(spec: str) -> bool:
     """Whether ``spec`` is ``py:NAME``: a registered loader, unknown to other processes.
 
-    Use the spec :func:`register_source` returns (an import path when the loader has one).
+    Use the spec :func:`fedkd.data.register.register_source` returns (an import path when
+    the loader has one).
     """
     kind, _, arg = spec.partition(":")
     return kind == "py" and arg in _LOADERS
 
 
-def load_py(arg: str, spec: str):
-    """The :class:`~fedkd.data.sources.Source` returned by the loader ``arg`` names."""
-    from fedkd.data.sources import DataError
-
+def load_py(arg: str, spec: str) -> Source:
+    """The :class:`~fedkd.data.arrays.Source` returned by the loader ``arg`` names."""
     arrays = _call(arg, spec)
     unknown = sorted(set(arrays) - set(_KEYS))
     if unknown:
@@ -94,8 +74,6 @@ def load_py(arg: str, spec: str):
 
 
 def _call(arg: str, spec: str) -> Mapping[str, Any]:
-    from fedkd.data.sources import DataError
-
     if arg in _LOADERS:
         loader = _LOADERS[arg]
     elif is_import_path(arg):
@@ -119,17 +97,9 @@ def _call(arg: str, spec: str) -> Mapping[str, Any]:
     return arrays
 
 
-def _assemble(raw: dict[str, Any], arrays: Mapping[str, Any], spec: str):
+def _assemble(raw: dict[str, Any], arrays: Mapping[str, Any], spec: str) -> Source:
     """Validate, convert and check the arrays, then build the Source."""
     from dataclasses import replace
-
-    from fedkd.data.sources import (
-        DataError,
-        _check_lengths,
-        _make_source,
-        _scale_features,
-        _to_labels,
-    )
 
     try:
         raw = {k: np.asarray(v) for k, v in raw.items()}
@@ -168,8 +138,6 @@ def _assemble(raw: dict[str, Any], arrays: Mapping[str, Any], spec: str):
 
 def _declared_classes(declared: Any, implied: int, ys: dict[str, np.ndarray], spec: str) -> int:
     """``num_classes`` if declared (every label below it), else the implied count."""
-    from fedkd.data.sources import DataError
-
     if declared is None:
         return implied
     if isinstance(declared, bool) or not isinstance(declared, int | np.integer) or declared < 2:

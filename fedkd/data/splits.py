@@ -16,7 +16,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from fedkd.data.sources import DataError, load_source
+from fedkd.data.arrays import DataError
+from fedkd.data.sources import load_source
 
 __all__ = ["Splits", "build_splits"]
 

@@ -1,6 +1,7 @@
-"""Deployment helpers: TLS certificates and device keys, and processes of a deployment.
+"""Deployment helpers: TLS certificates and device keys, and SuperNode processes.
 
 ``fedkd.deploy.certs`` makes the CA, the SuperLink certificate and the SuperNode keys;
-``fedkd.deploy.procs`` runs SuperLink/SuperNode processes (fast polling, a warm ClientApp
-executor) and holds the ServerApp's fast-polling grid.
+``fedkd.deploy.supernode`` runs a SuperNode with fast polling and, optionally, the warm
+ClientApp executor of ``fedkd.deploy.warm``. The ServerApp's fast-polling grid is
+``server.grid``.
 """

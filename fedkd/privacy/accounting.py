@@ -48,12 +48,13 @@ import functools
 import logging
 import math
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
 from fedkd.privacy.ledger import MECHANISM_SCOPE, PrivacyLedger, Release
+from fedkd.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,6 @@ DEFAULT_ORDERS: tuple[float, ...] = tuple(
 )
 
 ENFORCED = "pld"  # the accountant behind every printed ε and every budget check
-ACCOUNTANTS: tuple[str, ...] = ("pld", "rdp", "prv")
 _GDP_REFUSAL = "the GDP accountant can under-state ε; not allowed for reported numbers"
 PLD_INTERVAL = 1e-4  # value discretisation of the enforced PLD accountant
 
@@ -262,6 +262,12 @@ def prv_epsilon(releases: Sequence[Release], delta: float, eps_error: float = 0.
         return float(accountant.get_epsilon(delta=delta, eps_error=eps_error))
 
 
+#: Accountant name -> ε of one subject's releases at δ (None: cannot account them).
+ACCOUNTANTS: Registry[Callable[[Sequence[Release], float], float | None]] = Registry(
+    "accountant", {"pld": pld_epsilon, "rdp": rdp_epsilon, "prv": prv_epsilon}
+)
+
+
 def epsilon(releases: Sequence[Release], delta: float, accountant: str = ENFORCED) -> float:
     """ε of one subject's releases with the named accountant.
 
@@ -273,10 +279,7 @@ def epsilon(releases: Sequence[Release], delta: float, accountant: str = ENFORCE
     """
     if accountant == "gdp":
         raise ValueError(_GDP_REFUSAL)
-    functions = {"pld": pld_epsilon, "rdp": rdp_epsilon, "prv": prv_epsilon}
-    if accountant not in functions:
-        raise ValueError(f"unknown accountant {accountant!r}; choose from {ACCOUNTANTS}")
-    value = functions[accountant](releases, delta)
+    value = ACCOUNTANTS.lookup(accountant)(releases, delta)
     if value is None:
         raise ValueError(f"the {accountant} accountant cannot account replace-one with q < 1")
     return value
@@ -451,92 +454,3 @@ def _calibrate(target: float, delta: float, q: float, steps: int, relation: str)
     while eps(hi, PLD_INTERVAL) > target:  # the enforced grid decides
         hi *= 1.001
     return hi
-
-
-# --------------------------------------------------------------------------- Flower
-
-
-def _flower_sample_size(sample_rate: float, population: int) -> int:
-    size = round(sample_rate * population)
-    if size < 1 or abs(size - sample_rate * population) > 1e-9 * population:
-        raise ValueError(
-            f"Flower's accountant needs an integer expected sample size: "
-            f"sample_rate={sample_rate} x population={population} is not one"
-        )
-    return int(size)
-
-
-def make_flower_accountant(
-    population: int,
-    delta: float,
-    max_epsilon: float | None = None,
-    orders: Sequence[float] | None = None,
-) -> Any:
-    """Flower's client-level RDP accountant for Poisson-sampled clients, add/remove-one.
-
-    Returns a ``flwr.serverapp.RdpAccountant`` configured with ``SamplingMethod.POISSON``
-    and ``NeighboringRelation.ADD_OR_REMOVE_ONE`` (it wraps ``dp_accounting`` RDP; it has
-    ``compose``, ``get_epsilon``, ``would_exceed``, ``state_dict``/``load_state_dict``).
-    Use :func:`flower_event` for its events.
-    """
-    from flwr.serverapp import NeighboringRelation, PrivacyConfig, RdpAccountant, SamplingMethod
-
-    config = PrivacyConfig(
-        target_delta=delta,
-        population_size=population,
-        neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
-        sampling_method=SamplingMethod.POISSON,
-        max_epsilon=max_epsilon,
-    )
-    return RdpAccountant(config, orders=None if orders is None else tuple(orders))
-
-
-def flower_event(noise_multiplier: float, sample_rate: float, population: int) -> Any:
-    """A ``flwr.serverapp.GaussianPrivacyEvent`` for one round of the central Gaussian mechanism.
-
-    Flower describes Poisson sampling by the expected sample size
-    ``sample_rate * population``, which must be an integer.
-    """
-    from flwr.serverapp import GaussianPrivacyEvent
-
-    return GaussianPrivacyEvent(
-        noise_multiplier=noise_multiplier,
-        sample_size=_flower_sample_size(sample_rate, population),
-        population_size=population,
-    )
-
-
-def flower_rdp_epsilon(
-    noise_multiplier: float,
-    sample_rate: float,
-    population: int,
-    rounds: int,
-    delta: float,
-    orders: Sequence[float] | None = None,
-) -> float:
-    """Client-level ε of ``rounds`` Poisson-sampled Gaussian releases by Flower's accountant.
-
-    Parameters
-    ----------
-    noise_multiplier : float
-        σ (noise std / clipping norm).
-    sample_rate : float
-        Poisson client-sampling rate q; ``q * population`` must be an integer.
-    population : int
-        Number of clients.
-    rounds : int
-        Releases (rounds) composed.
-    delta : float
-        Target δ.
-    orders : sequence of float, optional
-        RDP orders; default: dp_accounting's defaults (Flower's choice).
-
-    Returns
-    -------
-    float
-        ε from ``flwr.serverapp.RdpAccountant``; should agree with :func:`rdp_epsilon` on the
-        equivalent ``gaussian`` releases up to the difference of the order grids.
-    """
-    accountant = make_flower_accountant(population, delta, orders=orders)
-    accountant.compose(flower_event(noise_multiplier, sample_rate, population), count=rounds)
-    return float(accountant.get_epsilon(delta))

@@ -185,17 +185,7 @@ def dp_train(
     """
     from opacus import PrivacyEngine
 
-    if epochs < 0:
-        raise ValueError(f"epochs must be >= 0, got {epochs}")
-    if len(x) != len(y) or len(x) == 0:
-        raise ValueError(f"need as many labels as examples (> 0), got {len(x)} and {len(y)}")
-    refuse_batchnorm(model)
-    q = sample_rate_for(len(x), batch_size)
-    if not math.isclose(q, state.sample_rate, rel_tol=1e-12, abs_tol=0.0):
-        raise ValueError(
-            f"state.sample_rate={state.sample_rate} but n={len(x)}, batch_size={batch_size} "
-            f"give q=1/ceil(n/B)={q}: the accountant would be told the wrong sampling rate"
-        )
+    _check_dp_train(model, len(x), len(y), state, epochs, batch_size)
     loss_fn = nn.CrossEntropyLoss() if loss_fn is None else loss_fn
     reduction = _loss_reduction(loss_fn)
 
@@ -224,27 +214,10 @@ def dp_train(
         loss_reduction=reduction,
         noise_generator=noise_gen,
     )
-    total_loss, seen, steps = 0.0, 0, 0
     try:
-        dp_model.train()
-        for _ in range(epochs):
-            for xb, yb in dp_loader:
-                # Empty Poisson batches still step: the noise is added and accounted.
-                dp_optimizer.zero_grad(set_to_none=True)
-                loss = loss_fn(dp_model(xb), yb)
-                with warnings.catch_warnings():
-                    # Frozen input layers (public features) make torch warn that the full
-                    # backward hook fires without input gradients; that is expected here.
-                    warnings.filterwarnings(
-                        "ignore", message="Full backward hook is firing", category=UserWarning
-                    )
-                    loss.backward()
-                dp_optimizer.step()
-                steps += 1
-                if len(xb):
-                    per_example = loss.item() * (len(xb) if reduction == "mean" else 1)
-                    total_loss += per_example
-                    seen += len(xb)
+        total_loss, seen, steps = _dp_epochs(
+            dp_model, dp_optimizer, dp_loader, loss_fn, reduction, epochs
+        )
     finally:
         dp_model.to_standard_module()  # remove hooks and per-sample attributes
         for p in model.parameters():
@@ -255,6 +228,54 @@ def dp_train(
     mean_loss = total_loss / seen if seen else float("nan")
     logger.debug("dp_train: %d steps, mean loss %.4f", steps, mean_loss)
     return mean_loss, new_state
+
+
+def _check_dp_train(
+    model: nn.Module, n: int, n_labels: int, state: DPSGDState, epochs: int, batch_size: int
+) -> None:
+    """Refuse what :func:`dp_train` cannot train or would account wrongly."""
+    if epochs < 0:
+        raise ValueError(f"epochs must be >= 0, got {epochs}")
+    if n != n_labels or n == 0:
+        raise ValueError(f"need as many labels as examples (> 0), got {n} and {n_labels}")
+    refuse_batchnorm(model)
+    q = sample_rate_for(n, batch_size)
+    if not math.isclose(q, state.sample_rate, rel_tol=1e-12, abs_tol=0.0):
+        raise ValueError(
+            f"state.sample_rate={state.sample_rate} but n={n}, batch_size={batch_size} "
+            f"give q=1/ceil(n/B)={q}: the accountant would be told the wrong sampling rate"
+        )
+
+
+def _dp_epochs(
+    dp_model: nn.Module,
+    dp_optimizer: torch.optim.Optimizer,
+    dp_loader: DataLoader,
+    loss_fn: nn.Module,
+    reduction: str,
+    epochs: int,
+) -> tuple[float, int, int]:
+    """The DP-SGD steps of :func:`dp_train`: (summed loss, examples seen, steps taken)."""
+    total_loss, seen, steps = 0.0, 0, 0
+    dp_model.train()
+    for _ in range(epochs):
+        for xb, yb in dp_loader:
+            # Empty Poisson batches still step: the noise is added and accounted.
+            dp_optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(dp_model(xb), yb)
+            with warnings.catch_warnings():
+                # Frozen input layers (public features) make torch warn that the full
+                # backward hook fires without input gradients; that is expected here.
+                warnings.filterwarnings(
+                    "ignore", message="Full backward hook is firing", category=UserWarning
+                )
+                loss.backward()
+            dp_optimizer.step()
+            steps += 1
+            if len(xb):
+                total_loss += loss.item() * (len(xb) if reduction == "mean" else 1)
+                seen += len(xb)
+    return total_loss, seen, steps
 
 
 def epsilon_of(state: DPSGDState, delta: float) -> float:

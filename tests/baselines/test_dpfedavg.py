@@ -11,16 +11,16 @@ from flwr.app import Array, ArrayRecord, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import NeighboringRelation, PrivacyConfig, RdpAccountant, SamplingMethod
 
-from fedkd.baselines import run_method
-from fedkd.baselines.calibrate import apply_epsilon
-from fedkd.baselines.dpfedavg import (
+from fedkd.config import from_dict
+from fedkd.rundir import RunDir
+from simulations.baselines import run_method
+from simulations.baselines.calibrate import apply_epsilon
+from simulations.baselines.dpfedavg import (
     DifferentialPrivacyFixedDenominator,
     clip_update,
     fixed_denominator_sum,
 )
-from fedkd.baselines.fedavg import SeededFedAvg
-from fedkd.config import from_dict
-from fedkd.rundir import RunDir
+from simulations.baselines.fedavg import SeededFedAvg
 from simulations.localgrid import LocalGrid
 
 from .test_baselines import TINY

@@ -389,7 +389,7 @@ def test_standardised_float_features_with_negatives_are_kept(tmp_path):
 def test_channels_last_images_are_moved_to_channels_first(tmp_path, caplog):
     x = np.random.default_rng(1).integers(0, 256, (4, 6, 5, 1)).astype(np.uint8)
     spec = _npz(tmp_path, "hwc.npz", x_train=x, y_train=[0, 1, 0, 1], x_test=x[:2], y_test=[1, 0])
-    with caplog.at_level("INFO", logger="fedkd.data.sources"):
+    with caplog.at_level("INFO", logger="fedkd.data"):
         source = load_source(spec)
     assert source.input_shape == (1, 6, 5)
     assert source.x_test.shape == (2, 1, 6, 5)

@@ -20,13 +20,14 @@ import pytest
 from fedkd.clientdata import client_data
 from fedkd.clientstate import ClientState
 from fedkd.config import from_dict, load_config
-from fedkd.deploy.procs import LocalDeployment, Proc, wait_for
 from fedkd.privacy.accounting import epsilon
 from fedkd.privacy.client import steps_per_round
 from fedkd.privacy.dpsgd import DPSGDState, epsilon_of
 from fedkd.privacy.ledger import Release
 from server.app import STACKS
 from simulations.runner import simulate
+
+from .cluster import LocalDeployment, Proc, wait_for
 
 pytestmark = pytest.mark.slow
 

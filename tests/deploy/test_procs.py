@@ -10,8 +10,11 @@ from flwr.serverapp import Grid
 from flwr.supercore.inflatable.inflatable_utils import ObjectPullError, ObjectUnavailableError
 from flwr.superlink.grid import http_grid
 
-from fedkd.deploy import procs
+from fedkd.deploy import supernode
+from server import grid as server_grid
 from simulations.cli import main
+
+from . import cluster
 
 
 class _FakeGrid(Grid):
@@ -53,7 +56,7 @@ class _FakeGrid(Grid):
 
 
 def test_fast_poll_grid_returns_replies_soon_after_they_arrive() -> None:
-    grid = procs.FastPollGrid(_FakeGrid([0.0, 0.3]), interval=0.05)
+    grid = server_grid.FastPollGrid(_FakeGrid([0.0, 0.3]), interval=0.05)
     t0 = time.monotonic()
     replies = list(grid.send_and_receive(["a", "b"], timeout=5))
     elapsed = time.monotonic() - t0
@@ -63,22 +66,22 @@ def test_fast_poll_grid_returns_replies_soon_after_they_arrive() -> None:
 
 
 def test_fast_poll_grid_gives_up_at_the_timeout() -> None:
-    grid = procs.FastPollGrid(_FakeGrid([0.0, 60.0]), interval=0.05)
+    grid = server_grid.FastPollGrid(_FakeGrid([0.0, 60.0]), interval=0.05)
     t0 = time.monotonic()
     replies = list(grid.send_and_receive(["a", "b"], timeout=0.3))
     assert len(replies) == 1 and time.monotonic() - t0 < 1.0
 
 
 def test_fast_poll_grid_interval_from_environment(monkeypatch) -> None:
-    monkeypatch.setenv(procs.GRID_POLL_ENV, "3")
-    assert procs.FastPollGrid(_FakeGrid([0.0]))._interval == 3.0
+    monkeypatch.setenv(server_grid.GRID_POLL_ENV, "3")
+    assert server_grid.FastPollGrid(_FakeGrid([0.0]))._interval == 3.0
 
 
 def test_supernode_sleeps_are_capped(monkeypatch) -> None:
     from flwr.supernode import start_client_internal as sci
 
     monkeypatch.setattr(sci, "time", sci.time)  # restored after the test
-    procs.shorten_supernode_polling(0.01)
+    supernode.shorten_supernode_polling(0.01)
     t0 = time.monotonic()
     sci.time.sleep(3)
     assert time.monotonic() - t0 < 0.5
@@ -87,9 +90,9 @@ def test_supernode_sleeps_are_capped(monkeypatch) -> None:
 
 def test_flag_parsing() -> None:
     args = ["--port", "9", "--host=0.0.0.0", "--port=10"]
-    assert procs._flag(args, "--port") == "10"
-    assert procs._flag(args, "--host") == "0.0.0.0"
-    assert procs._flag(args, "--ssl-ca-certfile") is None
+    assert supernode._flag(args, "--port") == "10"
+    assert supernode._flag(args, "--host") == "0.0.0.0"
+    assert supernode._flag(args, "--ssl-ca-certfile") is None
 
 
 @pytest.mark.parametrize(
@@ -124,7 +127,7 @@ class _MissingContentGrid(_FakeGrid):
 
 def test_fast_poll_grid_stops_retrying_missing_reply_content_at_the_round_timeout() -> None:
     original = http_grid.pull_objects
-    grid = procs.FastPollGrid(_MissingContentGrid([0.0]), interval=0.05)
+    grid = server_grid.FastPollGrid(_MissingContentGrid([0.0]), interval=0.05)
     t0 = time.monotonic()
     replies = list(grid.send_and_receive(["a"], timeout=0.5))
     elapsed = time.monotonic() - t0
@@ -140,9 +143,9 @@ def test_fast_poll_grid_stops_waiting_for_replies_once_the_run_is_stopped() -> N
 
     stop = threading.Event()
     fake = _FakeGrid([0.0, 60.0])
-    grid = procs.FastPollGrid(fake, interval=0.05, stop=stop)
+    grid = server_grid.FastPollGrid(fake, interval=0.05, stop=stop)
     threading.Timer(0.2, stop.set).start()
-    with pytest.raises(procs.RunStoppedError, match="stopped"):
+    with pytest.raises(server_grid.RunStoppedError, match="stopped"):
         grid.send_and_receive(["a", "b"], timeout=30)
     assert fake.pulls >= 1  # it did wait until the stop, then gave up (not at the timeout)
 
@@ -151,10 +154,10 @@ def test_fast_poll_grid_stops_a_wait_for_clients_to_connect() -> None:
     import threading
 
     stop = threading.Event()
-    grid = procs.FastPollGrid(SimpleNamespace(get_node_ids=lambda: [1, 2]), stop=stop)
+    grid = server_grid.FastPollGrid(SimpleNamespace(get_node_ids=lambda: [1, 2]), stop=stop)
     assert list(grid.get_node_ids()) == [1, 2]
     stop.set()
-    with pytest.raises(procs.RunStoppedError, match="connect"):
+    with pytest.raises(server_grid.RunStoppedError, match="connect"):
         grid.get_node_ids()
 
 
@@ -166,21 +169,21 @@ def test_console_script_prefers_this_interpreter_then_path_then_names_both(tmp_p
         script = where / "flower-superlink"
         script.write_text("#!/bin/sh\n")
         script.chmod(0o755)
-    monkeypatch.setattr(procs.sys, "executable", str(venv_bin / "python"))
+    monkeypatch.setattr(cluster.sys, "executable", str(venv_bin / "python"))
     monkeypatch.setenv("PATH", str(on_path))
-    assert procs.console_script("flower-superlink") == str(venv_bin / "flower-superlink")
+    assert cluster.console_script("flower-superlink") == str(venv_bin / "flower-superlink")
     (venv_bin / "flower-superlink").unlink()
-    assert procs.console_script("flower-superlink") == str(on_path / "flower-superlink")
+    assert cluster.console_script("flower-superlink") == str(on_path / "flower-superlink")
     (on_path / "flower-superlink").unlink()
-    with pytest.raises(procs.MissingExecutableError) as err:
-        procs.console_script("flower-superlink")
+    with pytest.raises(cluster.MissingExecutableError) as err:
+        cluster.console_script("flower-superlink")
     assert str(venv_bin / "python") in str(err.value) and "PATH" in str(err.value)
     assert len(str(err.value).splitlines()) == 1
 
 
 def test_deploy_env_puts_this_interpreters_scripts_first_on_path(tmp_path, monkeypatch):
-    monkeypatch.setattr(procs.sys, "executable", "/opt/venv/bin/python")
+    monkeypatch.setattr(cluster.sys, "executable", "/opt/venv/bin/python")
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
-    assert procs.deploy_env(tmp_path)["PATH"] == "/opt/venv/bin:/usr/bin:/bin"
+    assert cluster.deploy_env(tmp_path)["PATH"] == "/opt/venv/bin:/usr/bin:/bin"
     monkeypatch.setenv("PATH", "/opt/venv/bin:/usr/bin")
-    assert procs.deploy_env(tmp_path)["PATH"] == "/opt/venv/bin:/usr/bin"  # not twice
+    assert cluster.deploy_env(tmp_path)["PATH"] == "/opt/venv/bin:/usr/bin"  # not twice

@@ -16,7 +16,7 @@ written into the existing keys:
 * ``dp-fedavg``: ``privacy.gaussian.noise_multiplier`` so that ``rounds`` Gaussian releases
   *without* sampling amplification reach ε, checked with Flower's ``RdpAccountant`` itself.
   σ is the noise multiplier relative to the sensitivity ``S / K`` of
-  :mod:`fedkd.baselines.dpfedavg` (sum of clipped updates over the fixed number K of
+  :mod:`simulations.baselines.dpfedavg` (sum of clipped updates over the fixed number K of
   clients asked; noise std ``σ · S / K``), one release per round.
 
 Every calibration is conservative (the resulting ε is at most the target).
@@ -30,6 +30,7 @@ from functools import lru_cache
 from typing import Any
 
 from fedkd.config import ConfigError
+from fedkd.registry import Registry
 
 
 def _get(raw: Mapping[str, Any], dotted: str, default: Any = None) -> Any:
@@ -150,7 +151,7 @@ def apply_epsilon(method: str, raw: dict[str, Any], epsilon: float) -> dict[str,
     Parameters
     ----------
     method : str
-        One of :data:`fedkd.baselines.METHODS`.
+        One of :data:`simulations.baselines.METHODS`.
     raw : dict
         Nested raw config (modified in place and returned).
     epsilon : float
@@ -168,10 +169,6 @@ def apply_epsilon(method: str, raw: dict[str, Any], epsilon: float) -> dict[str,
     ConfigError
         For a method that has no privacy knob, or ``inf`` for a private baseline.
     """
-    rounds = int(_get(raw, "rounds", 20))
-    mechs = list(_get(raw, "privacy.mechanisms", []) or [])
-    if isinstance(mechs, str):
-        mechs = [mechs]
     if math.isinf(epsilon):
         if method in ("central-dpsgd", "dp-fedavg"):
             raise ConfigError(f"epsilon=inf for {method}: sweep the non-private baseline instead")
@@ -180,33 +177,90 @@ def apply_epsilon(method: str, raw: dict[str, Any], epsilon: float) -> dict[str,
         return raw
     if not epsilon > 0:
         raise ConfigError(f"epsilon must be > 0, got {epsilon}")
-    if method == "central-dpsgd" or (method == "fedkd" and "dpsgd" in mechs):
-        _set(raw, "privacy.dpsgd.target_epsilon", float(epsilon))
-        _set(raw, "privacy.dpsgd.noise_multiplier", None)
-    if method in ("central", "local", "fedavg"):
-        raise ConfigError(f"method {method} is non-private; it takes no epsilon")
-    n = int(_get(raw, "clients.num_clients", 10))
-    if method == "dp-fedavg":
-        sigma = dp_fedavg_sigma(epsilon, client_delta(raw), rounds, n)
-        _set(raw, "privacy.gaussian.noise_multiplier", sigma)
-        return raw
-    if method == "fedkd" and ("gaussian" in mechs or "pate" in mechs):
-        poisson = _get(raw, "clients.sampling", "all") == "poisson"
-        q = float(_get(raw, "clients.sample_rate", 1.0)) if poisson else 1.0
-        if "gaussian" in mechs:
-            sigma = gaussian_sigma(epsilon, client_delta(raw), rounds, q)
-            _set(raw, "privacy.gaussian.noise_multiplier", sigma)
-        else:
-            threshold = _get(raw, "privacy.pate.threshold") is not None
-            per_round = int(_get(raw, "distill.proxy_per_round", 0) or 0)
-            if per_round <= 0:
-                raise ConfigError(
-                    "epsilon for pate needs distill.proxy_per_round > 0 (queries per round)"
-                )
-            sigma = pate_sigma(epsilon, client_delta(raw), rounds, per_round, q, threshold)
-            _set(raw, "privacy.pate.sigma", sigma)
-            if threshold:
-                _set(raw, "privacy.pate.sigma_threshold", sigma)
-    elif method == "fedkd" and not mechs:
-        raise ConfigError("epsilon for fedkd needs privacy.mechanisms (dpsgd, gaussian or pate)")
+    CALIBRATIONS.lookup(method)(raw, float(epsilon))
     return raw
+
+
+def _mechanisms(raw: Mapping[str, Any]) -> list[str]:
+    mechs = _get(raw, "privacy.mechanisms", []) or []
+    return [mechs] if isinstance(mechs, str) else list(mechs)
+
+
+def _rounds(raw: Mapping[str, Any]) -> int:
+    return int(_get(raw, "rounds", 20))
+
+
+def _fedkd_rate(raw: Mapping[str, Any]) -> float:
+    """The client sampling rate the run's accountant amplifies by (1 unless Poisson)."""
+    poisson = _get(raw, "clients.sampling", "all") == "poisson"
+    return float(_get(raw, "clients.sample_rate", 1.0)) if poisson else 1.0
+
+
+def _dpsgd_target(raw: dict[str, Any], epsilon: float) -> None:
+    """DP-SGD calibrates σ itself: write the target ε (example level)."""
+    _set(raw, "privacy.dpsgd.target_epsilon", epsilon)
+    _set(raw, "privacy.dpsgd.noise_multiplier", None)
+
+
+def _fedkd_gaussian(raw: dict[str, Any], epsilon: float) -> None:
+    sigma = gaussian_sigma(epsilon, client_delta(raw), _rounds(raw), _fedkd_rate(raw))
+    _set(raw, "privacy.gaussian.noise_multiplier", sigma)
+
+
+def _fedkd_pate(raw: dict[str, Any], epsilon: float) -> None:
+    threshold = _get(raw, "privacy.pate.threshold") is not None
+    per_round = int(_get(raw, "distill.proxy_per_round", 0) or 0)
+    if per_round <= 0:
+        raise ConfigError("epsilon for pate needs distill.proxy_per_round > 0 (queries per round)")
+    sigma = pate_sigma(
+        epsilon, client_delta(raw), _rounds(raw), per_round, _fedkd_rate(raw), threshold
+    )
+    _set(raw, "privacy.pate.sigma", sigma)
+    if threshold:
+        _set(raw, "privacy.pate.sigma_threshold", sigma)
+
+
+#: fedkd mechanism -> how a target ε becomes its noise setting (gaussian xor pate).
+FEDKD_MECHANISMS: Registry[Callable[[dict[str, Any], float], None]] = Registry(
+    "mechanism",
+    {"dpsgd": _dpsgd_target, "gaussian": _fedkd_gaussian, "pate": _fedkd_pate},
+    error=ConfigError,
+)
+
+
+def _fedkd(raw: dict[str, Any], epsilon: float) -> None:
+    mechs = _mechanisms(raw)
+    if not mechs:
+        raise ConfigError("epsilon for fedkd needs privacy.mechanisms (dpsgd, gaussian or pate)")
+    for name in FEDKD_MECHANISMS:
+        if name in mechs:
+            FEDKD_MECHANISMS[name](raw, epsilon)
+
+
+def _dp_fedavg(raw: dict[str, Any], epsilon: float) -> None:
+    n = int(_get(raw, "clients.num_clients", 10))
+    sigma = dp_fedavg_sigma(epsilon, client_delta(raw), _rounds(raw), n)
+    _set(raw, "privacy.gaussian.noise_multiplier", sigma)
+
+
+def _non_private(method: str) -> Callable[[dict[str, Any], float], None]:
+    def refuse(raw: dict[str, Any], epsilon: float) -> None:
+        raise ConfigError(f"method {method} is non-private; it takes no epsilon")
+
+    return refuse
+
+
+#: Method -> how a finite target ε is written into its raw config (the method x mechanism
+#: matrix: fedkd dispatches further on its mechanisms, :data:`FEDKD_MECHANISMS`).
+CALIBRATIONS: Registry[Callable[[dict[str, Any], float], None]] = Registry(
+    "method",
+    {
+        "fedkd": _fedkd,
+        "central": _non_private("central"),
+        "central-dpsgd": _dpsgd_target,
+        "local": _non_private("local"),
+        "fedavg": _non_private("fedavg"),
+        "dp-fedavg": _dp_fedavg,
+    },
+    error=ConfigError,
+)

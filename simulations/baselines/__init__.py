@@ -8,7 +8,7 @@ method             what runs
 ``local``          each client alone on its partition (mean and worst client accuracy)
 ``fedavg``         Flower's ``FedAvg`` with the student architecture (weights travel)
 ``dp-fedavg``      ``FedAvg`` in a fixed-denominator server-side DP wrapper
-                   (:mod:`fedkd.baselines.dpfedavg`) with Flower's ``RdpAccountant``
+                   (:mod:`simulations.baselines.dpfedavg`) with Flower's ``RdpAccountant``
                    (client-level ε, no amplification)
 ``fedkd``          the federated-distillation run itself (:func:`simulations.runner.simulate`)
 =================  =================================================================
@@ -19,12 +19,57 @@ keys of fedkd's) and ``DONE`` (the summary).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from fedkd.config import Config, ConfigError
+from fedkd.registry import Registry
 
-METHODS: tuple[str, ...] = ("fedkd", "central", "central-dpsgd", "local", "fedavg", "dp-fedavg")
+
+def _fedkd(cfg: Config, out: str | Path) -> dict[str, Any]:
+    from simulations.runner import simulate
+
+    return {"method": "fedkd", **simulate(cfg, out)}
+
+
+def _central(cfg: Config, out: str | Path) -> dict[str, Any]:
+    from simulations.baselines.central import run_central
+
+    return run_central(cfg, out)
+
+
+def _central_dpsgd(cfg: Config, out: str | Path) -> dict[str, Any]:
+    from simulations.baselines.central import run_central_dpsgd
+
+    return run_central_dpsgd(cfg, out)
+
+
+def _local(cfg: Config, out: str | Path) -> dict[str, Any]:
+    from simulations.baselines.local import run_local
+
+    return run_local(cfg, out)
+
+
+def _fedavg(cfg: Config, out: str | Path, private: bool = False) -> dict[str, Any]:
+    from simulations.baselines.fedavg import run_fedavg
+
+    return run_fedavg(cfg, out, private=private)
+
+
+#: Method name -> ``(cfg, out) -> summary``; each imports its runner only when it runs.
+METHODS: Registry[Callable[[Config, str | Path], dict[str, Any]]] = Registry(
+    "method",
+    {
+        "fedkd": _fedkd,
+        "central": _central,
+        "central-dpsgd": _central_dpsgd,
+        "local": _local,
+        "fedavg": _fedavg,
+        "dp-fedavg": lambda cfg, out: _fedavg(cfg, out, private=True),
+    },
+    error=ConfigError,
+)
 
 
 def run_method(method: str, cfg: Config, out: str | Path) -> dict[str, Any]:
@@ -37,29 +82,9 @@ def run_method(method: str, cfg: Config, out: str | Path) -> dict[str, Any]:
     """
     import torch
 
+    run = METHODS.lookup(method)
     torch.set_num_threads(1)  # one thread per process: with more, 2 loaded cores thrash
-    if method == "fedkd":
-        from simulations.runner import simulate
-
-        summary = simulate(cfg, out)
-        return {"method": "fedkd", **summary}
-    if method == "central":
-        from fedkd.baselines.central import run_central
-
-        return run_central(cfg, out)
-    if method == "central-dpsgd":
-        from fedkd.baselines.central import run_central_dpsgd
-
-        return run_central_dpsgd(cfg, out)
-    if method == "local":
-        from fedkd.baselines.local import run_local
-
-        return run_local(cfg, out)
-    if method in ("fedavg", "dp-fedavg"):
-        from fedkd.baselines.fedavg import run_fedavg
-
-        return run_fedavg(cfg, out, private=method == "dp-fedavg")
-    raise ConfigError(f"unknown method '{method}' (choose from {', '.join(METHODS)})")
+    return run(cfg, out)
 
 
 __all__ = ["METHODS", "run_method"]

@@ -21,10 +21,10 @@ from typing import Any
 
 import torch
 
-from fedkd.baselines.common import central_student, generator, load_data, open_run
 from fedkd.config import Config, ConfigError
 from fedkd.distill import evaluate, make_optimizer, train_supervised
 from fedkd.validation import val_metrics
+from simulations.baselines.common import central_student, generator, load_data, open_run
 
 logger = logging.getLogger(__name__)
 

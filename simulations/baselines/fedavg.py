@@ -5,7 +5,7 @@ its own generator seeded from ``seed``, not from the global ``random``) with the
 architecture (with fixed public features, ``distill.feature_map`` /
 ``distill.public_features``, only the trainable head travels: the feature map is public and
 the same on every node); ``dp-fedavg`` wraps it in
-:class:`~fedkd.baselines.dpfedavg.DifferentialPrivacyFixedDenominator` (server-side
+:class:`~simulations.baselines.dpfedavg.DifferentialPrivacyFixedDenominator` (server-side
 clipping, the sum of clipped updates divided by the fixed number K of clients asked,
 Gaussian noise of std ``σ · clip_norm / K`` from OS entropy) with Flower's
 ``RdpAccountant``. Both run on an in-process Grid (:class:`CountingGrid`) with the small
@@ -47,17 +47,17 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from fedkd.baselines.common import (
+from fedkd.clientdata import client_data
+from fedkd.config import Config, ConfigError, from_dict, wire_dict
+from fedkd.distill import evaluate, make_optimizer, train_supervised
+from fedkd.validation import val_metrics
+from simulations.baselines.common import (
     CountingGrid,
     generator,
     load_data,
     model_on_features,
     open_run,
 )
-from fedkd.clientdata import client_data
-from fedkd.config import Config, ConfigError, from_dict, wire_dict
-from fedkd.distill import evaluate, make_optimizer, train_supervised
-from fedkd.validation import val_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def _private(cfg: Config, inner: FedAvg, k: int, delta: float) -> tuple[Any, Any
     """``inner`` wrapped in the fixed-denominator DP strategy, and its Flower accountant."""
     from flwr.serverapp import NeighboringRelation, PrivacyConfig, RdpAccountant, SamplingMethod
 
-    from fedkd.baselines.dpfedavg import DifferentialPrivacyFixedDenominator
+    from simulations.baselines.dpfedavg import DifferentialPrivacyFixedDenominator
 
     accountant = RdpAccountant(
         PrivacyConfig(
@@ -200,7 +200,7 @@ def run_fedavg(cfg: Config, out: str | Path, *, private: bool = False) -> dict[s
     out : str or Path
         A fresh run directory.
     private : bool
-        Wrap FedAvg in :class:`~fedkd.baselines.dpfedavg.DifferentialPrivacyFixedDenominator`
+        Wrap FedAvg in :class:`~simulations.baselines.dpfedavg.DifferentialPrivacyFixedDenominator`
         with Flower's ``RdpAccountant``.
 
     Returns

@@ -7,7 +7,7 @@ metrics.
 
 Example
 -------
->>> from fedkd import api
+>>> from simulations import api
 >>> result = api.run(
 ...     "simulations/configs/quickstart.yaml",
 ...     overrides=["rounds=2", "runtime.backend=inprocess"],
