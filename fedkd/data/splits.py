@@ -16,7 +16,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from fedkd.data.arrays import DataError
+from fedkd.data.arrays import DataError, Source
 from fedkd.data.sources import load_source
 
 __all__ = ["Splits", "build_splits"]
@@ -143,20 +143,9 @@ def build_splits(
         x_pool, x_test, y_pool, y_test = _stratified_split(
             src.x_train, src.y_train, test_fraction, seed, source
         )
-    if proxy_source is None and src.x_proxy is not None:  # the source's own proxy set
-        x_private, y_private, x_proxy, y_proxy = x_pool, y_pool, src.x_proxy, src.y_proxy
-    elif proxy_source is None:
-        x_private, x_proxy, y_private, y_proxy = _stratified_split(
-            x_pool, y_pool, proxy_fraction, _child_seed(seed, _PROXY_STREAM), source
-        )
-    else:
-        proxy = load_source(proxy_source)
-        if proxy.input_shape != src.input_shape:
-            raise DataError(
-                f"proxy source '{proxy_source}' has example shape {proxy.input_shape}, "
-                f"source '{source}' has {src.input_shape}"
-            )
-        x_private, y_private, x_proxy, y_proxy = x_pool, y_pool, proxy.x_train, proxy.y_train
+    x_private, y_private, x_proxy, y_proxy = _proxy_split(
+        src, x_pool, y_pool, source, proxy_source, proxy_fraction, seed
+    )
     if proxy_size is not None:
         x_proxy, y_proxy = _cap(x_proxy, y_proxy, proxy_size, _child_seed(seed, _PROXY_CAP_STREAM))
     if validation_fraction > 0:
@@ -185,6 +174,36 @@ def build_splits(
         x_val=x_val,
         y_val=y_val,
     )
+
+
+def _proxy_split(
+    src: Source,
+    x_pool: np.ndarray,
+    y_pool: np.ndarray,
+    source: str,
+    proxy_source: str | None,
+    proxy_fraction: float,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(x_private, y_private, x_proxy, y_proxy)``: the pool split into private and proxy.
+
+    The proxy is the source's own proxy set, a stratified ``proxy_fraction`` of the pool,
+    or the training examples of ``proxy_source`` (then the whole pool stays private).
+    """
+    if proxy_source is None and src.x_proxy is not None:  # the source's own proxy set
+        return x_pool, y_pool, src.x_proxy, src.y_proxy
+    if proxy_source is None:
+        x_private, x_proxy, y_private, y_proxy = _stratified_split(
+            x_pool, y_pool, proxy_fraction, _child_seed(seed, _PROXY_STREAM), source
+        )
+        return x_private, y_private, x_proxy, y_proxy
+    proxy = load_source(proxy_source)
+    if proxy.input_shape != src.input_shape:
+        raise DataError(
+            f"proxy source '{proxy_source}' has example shape {proxy.input_shape}, "
+            f"source '{source}' has {src.input_shape}"
+        )
+    return x_pool, y_pool, proxy.x_train, proxy.y_train
 
 
 def _check_fraction(key: str, value: float) -> None:
