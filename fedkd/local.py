@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from fedkd import protocol as proto
 from fedkd.clientdata import ClientData
 from fedkd.clientstate import ClientState
 from fedkd.config import Config
@@ -60,6 +61,19 @@ def client_model_name(cfg: Config, client_id: int) -> str:
     return cfg.clients.models[client_id % len(cfg.clients.models)]
 
 
+@dataclass(frozen=True)
+class RevisitStep:
+    """One revisit of the private data, as a mechanism's ``revisit`` hook receives it."""
+
+    net: torch.nn.Module  # the model to train (its head when on cached features)
+    optimizer: torch.optim.Optimizer
+    data: ClientData
+    client_id: int
+    task: RoundTask
+    state: object  # the mechanism's client state from the last round (None at first)
+    device_budget: float | None  # the device's own ε cap (its privacy floor)
+
+
 def local_round(
     cfg: Config,
     data: ClientData,
@@ -86,9 +100,39 @@ def local_round(
         The device's own DP-SGD ε cap (its privacy floor); the client freezes at the smaller
         of it and ``privacy.max_epsilon``.
     """
-    name = client_model_name(cfg, client_id)
+    model, optimizer = _restored_model(cfg, data, client_id, state)
+    net, data = _on_features(model, data)
+    digest_loss = _digest(cfg, net, optimizer, data, client_id, task)
+    held = state.dpsgd if state is not None else None
+    step = RevisitStep(net, optimizer, data, client_id, task, held, device_budget)
+    train_loss, mech_state, extra = _revisit(cfg, step)
+    probs = predict_probs(net, data.x_proxy[task.proxy_idx])  # (M, C)
+    metrics = {
+        proto.NUM_EXAMPLES: float(len(data.y_private)),
+        proto.DIGEST_LOSS: float(digest_loss),  # public data only
+        **extra,
+    }
+    if not cfg.privacy.mechanisms:
+        # Statistics of the private data itself: not post-processing of a DP release, so
+        # they are sent only by non-private runs.
+        _, local_acc = evaluate(net, data.x_private, data.y_private)
+        metrics[proto.TRAIN_LOSS] = float(train_loss)
+        metrics[proto.LOCAL_ACCURACY] = float(local_acc)
+    new_state = ClientState(
+        round=task.server_round,
+        model={k: v.detach().clone() for k, v in model.state_dict().items()},
+        optimizer=optimizer.state_dict(),
+        dpsgd=mech_state,
+    )
+    return RoundResult(probs=probs, metrics=metrics, state=new_state)
+
+
+def _restored_model(
+    cfg: Config, data: ClientData, client_id: int, state: ClientState | None
+) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """The client's model and optimizer, with last round's weights when there are any."""
     model = build_client_model(
-        name,
+        client_model_name(cfg, client_id),
         data.input_shape,
         data.num_classes,
         seed=derive_seed(cfg.seed, client_id, _INIT),
@@ -100,61 +144,48 @@ def local_round(
         model.load_state_dict(state.model)
         if state.optimizer is not None:
             optimizer.load_state_dict(state.optimizer)
-    net, data = _on_features(model, data)
-    seed = (cfg.seed, task.server_round, client_id)
+    return model, optimizer
 
-    digest_loss = 0.0
-    if task.teacher_idx is not None and cfg.clients.digest_epochs > 0:
-        # Digest: distil the previous teacher on public data. No private data, no cost.
-        digest_loss = train_distill(
-            net,
-            optimizer,
-            data.x_proxy[task.teacher_idx],
-            task.teacher_probs,
-            epochs=cfg.clients.digest_epochs,
-            batch_size=cfg.clients.batch_size,
-            temperature=cfg.distill.temperature,
-            generator=torch.Generator().manual_seed(derive_seed(*seed, _DIGEST)),
-        )
 
-    dpsgd_state = state.dpsgd if state is not None else None
-    extra: dict[str, float] = {}
-    if "dpsgd" in cfg.privacy.mechanisms:
-        from fedkd.privacy.client import RevisitLimits, private_revisit  # Opacus when asked
-
-        budgets = [b for b in (cfg.privacy.max_epsilon, device_budget) if b is not None]
-        limits = RevisitLimits(task.dpsgd_steps, min(budgets) if budgets else None)
-        train_loss, dpsgd_state, extra = private_revisit(
-            cfg, net, data, client_id, task.server_round, dpsgd_state, limits
-        )
-    else:
-        revisit_gen = torch.Generator().manual_seed(derive_seed(*seed, _REVISIT))
-        train_loss = train_supervised(
-            net,
-            optimizer,
-            data.x_private,
-            data.y_private,
-            epochs=cfg.clients.local_epochs,
-            batch_size=cfg.clients.batch_size,
-            generator=revisit_gen,
-        )
-
-    probs = predict_probs(net, data.x_proxy[task.proxy_idx])  # (M, C)
-    metrics = {
-        "num-examples": float(len(data.y_private)),
-        "digest-loss": float(digest_loss),  # public data only
-        **extra,
-    }
-    if not cfg.privacy.mechanisms:
-        # Statistics of the private data itself: not post-processing of a DP release, so
-        # they are sent only by non-private runs.
-        _, local_acc = evaluate(net, data.x_private, data.y_private)
-        metrics["train-loss"] = float(train_loss)
-        metrics["local-accuracy"] = float(local_acc)
-    new_state = ClientState(
-        round=task.server_round,
-        model={k: v.detach().clone() for k, v in model.state_dict().items()},
-        optimizer=optimizer.state_dict(),
-        dpsgd=dpsgd_state,
+def _digest(
+    cfg: Config,
+    net: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: ClientData,
+    client_id: int,
+    task: RoundTask,
+) -> float:
+    """Distil the previous teacher on public data (no private data, no privacy cost)."""
+    if task.teacher_idx is None or cfg.clients.digest_epochs <= 0:
+        return 0.0
+    seed = derive_seed(cfg.seed, task.server_round, client_id, _DIGEST)
+    return train_distill(
+        net,
+        optimizer,
+        data.x_proxy[task.teacher_idx],
+        task.teacher_probs,
+        epochs=cfg.clients.digest_epochs,
+        batch_size=cfg.clients.batch_size,
+        temperature=cfg.distill.temperature,
+        generator=torch.Generator().manual_seed(seed),
     )
-    return RoundResult(probs=probs, metrics=metrics, state=new_state)
+
+
+def _revisit(cfg: Config, step: RevisitStep) -> tuple[float, object, dict[str, float]]:
+    """Train on the private data: a mechanism's own way (DP-SGD) or plain supervised."""
+    from fedkd.mechanisms.client import revisit
+
+    private = revisit(cfg, step)
+    if private is not None:
+        return private
+    seed = derive_seed(cfg.seed, step.task.server_round, step.client_id, _REVISIT)
+    loss = train_supervised(
+        step.net,
+        step.optimizer,
+        step.data.x_private,
+        step.data.y_private,
+        epochs=cfg.clients.local_epochs,
+        batch_size=cfg.clients.batch_size,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    return loss, step.state, {}
