@@ -43,12 +43,15 @@ class DistillStrategy(Strategy):
     splits : Splits
         Server view of the data: proxy inputs (labels only for teacher accuracy) and test.
     mechanism : CentralMechanism
-        Aggregation plus the client-level privacy mechanism and its ledger.
+        The run's mechanisms behind their hooks (teacher release, charges, reply checks)
+        and the privacy ledger.
     on_round : callable
         ``on_round(record)`` with each finished :class:`RoundRecord` (metrics, ledger,
         checkpoint, progress).
     first_round : int
         Rounds already done (resume); Flower's round ``r`` is fedkd round ``first_round + r``.
+    state_dir : str, optional
+        Folder the simulated clients keep their state in (sent with every message).
     """
 
     def __init__(
