@@ -8,6 +8,7 @@ ledger file instead of embedding it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fedkd.config import Config
@@ -47,7 +48,8 @@ class RunRecorder:
         self.cache = cache
         self.mechanism = mechanism
         self.rows: list[dict[str, Any]] = []
-        self.strategy_state: Any = None  # () -> dict: the strategy's checkpoint state
+        #: The strategy's checkpoint state (its teacher and failure tally), set by ``serve``.
+        self.strategy_state: Callable[[], dict[str, Any]] | None = None
 
     def restore(self) -> dict[str, Any] | None:
         """Load the run's checkpoint into the server state; returns it (None: fresh run)."""
