@@ -31,8 +31,9 @@ from fedkd.clientstate import ClientState, StateDir
 from fedkd.config import Config, ConfigError, from_dict
 from fedkd.data import DataError
 from fedkd.local import RoundTask, local_round
+from fedkd.mechanisms.client import device_accountants, device_request, encode_reply
 from fedkd.models import ModelError
-from fedkd.privacy.policy import PolicyError, check_device_delta, check_request, device_policy
+from fedkd.privacy.policy import PolicyError, check_request, device_policy
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ _DATA_ERROR_REPLY = "its local data failed validation (details in the device's o
 def _client_id(context: Context) -> int:
     """The node's stable client id: ``partition-id`` (simulation) or ``client-id`` (device)."""
     node_config = context.node_config
-    for key in ("partition-id", "client-id"):
+    for key in (proto.NODE_PARTITION_ID, proto.NODE_CLIENT_ID):
         if key in node_config:
             try:
                 return int(node_config[key])
@@ -61,7 +62,7 @@ def _client_id(context: Context) -> int:
 
 def _data(cfg: Config, context: Context) -> tuple[int, ClientData]:
     cid = _client_id(context)
-    if "data-path" in context.node_config:
+    if proto.NODE_DATA_PATH in context.node_config:
         from fedkd.data.device import device_data  # deployment: the device's own files
 
         return cid, device_data(cfg, context.node_config)
@@ -76,13 +77,15 @@ def _state_dir(
     A device (``data-path`` in its node config) uses only its own ``state-dir``; the folder
     the server names is for simulated clients, which share the server's disk.
     """
-    device = "data-path" in context.node_config
-    root = context.node_config.get("state-dir") or (
+    device = proto.NODE_DATA_PATH in context.node_config
+    root = context.node_config.get(proto.NODE_STATE_DIR) or (
         None if device else msg_config.get(proto.STATE_DIR)
     )
-    if device and root is None and "dpsgd" in cfg.privacy.mechanisms:
+    accountants = device_accountants(cfg)
+    if device and root is None and accountants:
         raise ConfigError(
-            "node config sets no state-dir: with dpsgd the accountant must survive restarts"
+            f"node config sets no {proto.NODE_STATE_DIR}: with {', '.join(accountants)} the "
+            "accountant must survive restarts"
         )
     return StateDir(Path(str(root)) / f"client-{cid}") if root else None
 
@@ -118,11 +121,11 @@ def _task(msg: Message) -> RoundTask:
     content = msg.content
     teacher_idx = teacher_probs = None
     if proto.TEACHER in content:
-        teacher_idx = content[proto.TEACHER]["idx"].numpy().astype(np.int64)
-        teacher_probs = content[proto.TEACHER]["probs"].numpy().astype(np.float32)
+        teacher_idx = content[proto.TEACHER][proto.IDX].numpy().astype(np.int64)
+        teacher_probs = content[proto.TEACHER][proto.PROBS].numpy().astype(np.float32)
     return RoundTask(
         server_round=int(content[proto.CONFIG][proto.ROUND]),
-        proxy_idx=content[proto.PROXY]["idx"].numpy().astype(np.int64),
+        proxy_idx=content[proto.PROXY][proto.IDX].numpy().astype(np.int64),
         teacher_idx=teacher_idx,
         teacher_probs=teacher_probs,
         dpsgd_steps=(
@@ -135,7 +138,7 @@ def _task(msg: Message) -> RoundTask:
 
 def _who(context: Context) -> object:
     ids = context.node_config
-    return ids.get("partition-id", ids.get("client-id", context.node_id))
+    return ids.get(proto.NODE_PARTITION_ID, ids.get(proto.NODE_CLIENT_ID, context.node_id))
 
 
 def _user_error(msg: Message, context: Context, err: Exception) -> Message:
@@ -146,7 +149,7 @@ def _user_error(msg: Message, context: Context, err: Exception) -> Message:
     """
     who = _who(context)
     logger.error("node %s: %s", who, err)
-    device = "data-path" in context.node_config
+    device = proto.NODE_DATA_PATH in context.node_config
     if isinstance(err, DataError):
         detail = _DATA_ERROR_REPLY
     elif isinstance(err, ModelError) and device:  # its text can echo what the device holds
@@ -161,10 +164,10 @@ def _check_model(cfg: Config, context: Context, cid: int) -> None:
     """A device imports no code the server names unless its node config allows it."""
     from fedkd.local import client_model_name
 
-    if "data-path" not in context.node_config:
+    if proto.NODE_DATA_PATH not in context.node_config:
         return  # simulation: the models are the run's own
     name = client_model_name(cfg, cid)
-    allowed = str(context.node_config.get("allow-models", "")).split(",")
+    allowed = str(context.node_config.get(proto.NODE_ALLOW_MODELS, "")).split(",")
     if ":" in name and name not in [a.strip() for a in allowed]:
         raise PolicyError(
             f"refused by the device: model '{name}' is an import path; list it in the node "
@@ -175,13 +178,8 @@ def _check_model(cfg: Config, context: Context, cid: int) -> None:
 def _check_floor(cfg: Config, context: Context, data: ClientData, task: RoundTask):
     """The device's privacy floor against this request (raises PolicyError)."""
     policy = device_policy(context.node_config)
-    dpsgd = None
-    if "dpsgd" in cfg.privacy.mechanisms:
-        from fedkd.privacy.client import planned_epsilon
-
-        check_device_delta(cfg.privacy.delta, len(data.y_private))
-        dpsgd = planned_epsilon(cfg, len(data.y_private))
-    check_request(policy, cfg, proxy_rows=len(task.proxy_idx), dpsgd=dpsgd)
+    request = device_request(cfg, len(data.y_private))  # e.g. DP-SGD's σ and planned ε
+    check_request(policy, cfg, proxy_rows=len(task.proxy_idx), **request)
     return policy
 
 
@@ -231,7 +229,7 @@ def train(msg: Message, context: Context) -> Message:
     ):
         rng = attacks.attack_rng(cfg.seed, task.server_round, cid)
         probs = attacks.attack(probs, f.attack, rng, f.attack_scale)
-    encoded = proto.codec_for(cfg).encode(probs)
+    encoded = encode_reply(cfg, probs)  # each mechanism's client step, then the codec
     metrics = {proto.CLIENT_ID: cid, **result.metrics}
     return Message(
         RecordDict(

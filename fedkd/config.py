@@ -351,7 +351,13 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 
 # --------------------------------------------------------------------------- validation
 
-_MECHANISMS = ("dpsgd", "gaussian", "pate")
+
+def _mechanisms() -> tuple[str, ...]:
+    from fedkd.mechanisms.registry import mechanism_names  # imports no mechanism
+
+    return mechanism_names()
+
+
 _SAMPLING = ("all", "poisson", "fixed")
 _BACKENDS = ("ray", "inprocess")
 
@@ -420,7 +426,7 @@ def check_names(cfg: Config) -> None:
     _one_of("distill.codec", k.codec, CODECS, "codec")
     _require(k.codec != "topk" or k.topk >= 1, f"distill.topk must be >= 1, got {k.topk}")
     for name in p.mechanisms:
-        _one_of("privacy.mechanisms", name, _MECHANISMS, "mechanism")
+        _one_of("privacy.mechanisms", name, _mechanisms(), "mechanism")
     _one_of("faults.attack", cfg.faults.attack, ATTACKS, "attack")
     _one_of("runtime.backend", cfg.runtime.backend, _BACKENDS, "backend")
 
@@ -531,9 +537,9 @@ def validate_policy(policy: DevicePolicy, section: str) -> None:
     """Reject a malformed privacy floor; ``section`` names where it came from."""
     for name in policy.require_mechanisms:
         _require(
-            name in _MECHANISMS,
+            name in _mechanisms(),
             f"{section}.require_mechanisms: unknown mechanism '{name}' "
-            "(choose from dpsgd, gaussian, pate)",
+            f"(choose from {', '.join(_mechanisms())})",
         )
     for key in ("min_noise_multiplier", "max_epsilon", "max_clip_norm", "max_delta"):
         value = getattr(policy, key)

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
+from fedkd import protocol as proto
 from fedkd.clientdata import ClientData
 from fedkd.clientstate import ClientState
 from fedkd.config import Config
@@ -62,6 +61,19 @@ def client_model_name(cfg: Config, client_id: int) -> str:
     return cfg.clients.models[client_id % len(cfg.clients.models)]
 
 
+@dataclass(frozen=True)
+class RevisitStep:
+    """One revisit of the private data, as a mechanism's ``revisit`` hook receives it."""
+
+    net: torch.nn.Module  # the model to train (its head when on cached features)
+    optimizer: torch.optim.Optimizer
+    data: ClientData
+    client_id: int
+    task: RoundTask
+    state: object  # the mechanism's client state from the last round (None at first)
+    device_budget: float | None  # the device's own ε cap (its privacy floor)
+
+
 def local_round(
     cfg: Config,
     data: ClientData,
@@ -88,38 +100,37 @@ def local_round(
         The device's own DP-SGD ε cap (its privacy floor); the client freezes at the smaller
         of it and ``privacy.max_epsilon``.
     """
-    model, optimizer = _client_model(cfg, data, client_id, state)
+    model, optimizer = _restored_model(cfg, data, client_id, state)
     net, data = _on_features(model, data)
     digest_loss = _digest(cfg, net, optimizer, data, client_id, task)
-    train_loss, dpsgd_state, extra = _revisit(
-        cfg, net, optimizer, data, client_id, task, state, device_budget
-    )
-
+    held = state.dpsgd if state is not None else None
+    step = RevisitStep(net, optimizer, data, client_id, task, held, device_budget)
+    train_loss, mech_state, extra = _revisit(cfg, step)
     probs = predict_probs(net, data.x_proxy[task.proxy_idx])  # (M, C)
     metrics = {
-        "num-examples": float(len(data.y_private)),
-        "digest-loss": float(digest_loss),  # public data only
+        proto.NUM_EXAMPLES: float(len(data.y_private)),
+        proto.DIGEST_LOSS: float(digest_loss),  # public data only
         **extra,
     }
     if not cfg.privacy.mechanisms:
         # Statistics of the private data itself: not post-processing of a DP release, so
         # they are sent only by non-private runs.
         _, local_acc = evaluate(net, data.x_private, data.y_private)
-        metrics["train-loss"] = float(train_loss)
-        metrics["local-accuracy"] = float(local_acc)
+        metrics[proto.TRAIN_LOSS] = float(train_loss)
+        metrics[proto.LOCAL_ACCURACY] = float(local_acc)
     new_state = ClientState(
         round=task.server_round,
         model={k: v.detach().clone() for k, v in model.state_dict().items()},
         optimizer=optimizer.state_dict(),
-        dpsgd=dpsgd_state,
+        dpsgd=mech_state,
     )
     return RoundResult(probs=probs, metrics=metrics, state=new_state)
 
 
-def _client_model(
+def _restored_model(
     cfg: Config, data: ClientData, client_id: int, state: ClientState | None
-) -> tuple[nn.Module, torch.optim.Optimizer]:
-    """The client's model and optimizer: seeded fresh, then the saved state if any."""
+) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """The client's model and optimizer, with last round's weights when there are any."""
     model = build_client_model(
         client_model_name(cfg, client_id),
         data.input_shape,
@@ -138,15 +149,16 @@ def _client_model(
 
 def _digest(
     cfg: Config,
-    net: nn.Module,
+    net: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     data: ClientData,
     client_id: int,
     task: RoundTask,
 ) -> float:
-    """Digest: distil the previous teacher on public data. No private data, no cost."""
+    """Distil the previous teacher on public data (no private data, no privacy cost)."""
     if task.teacher_idx is None or cfg.clients.digest_epochs <= 0:
         return 0.0
+    seed = derive_seed(cfg.seed, task.server_round, client_id, _DIGEST)
     return train_distill(
         net,
         optimizer,
@@ -155,44 +167,25 @@ def _digest(
         epochs=cfg.clients.digest_epochs,
         batch_size=cfg.clients.batch_size,
         temperature=cfg.distill.temperature,
-        generator=torch.Generator().manual_seed(
-            derive_seed(cfg.seed, task.server_round, client_id, _DIGEST)
-        ),
+        generator=torch.Generator().manual_seed(seed),
     )
 
 
-def _revisit(
-    cfg: Config,
-    net: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    data: ClientData,
-    client_id: int,
-    task: RoundTask,
-    state: ClientState | None,
-    device_budget: float | None,
-) -> tuple[float, Any, dict[str, float]]:
-    """Revisit the private data: DP-SGD when asked, else plain supervised training.
+def _revisit(cfg: Config, step: RevisitStep) -> tuple[float, object, dict[str, float]]:
+    """Train on the private data: a mechanism's own way (DP-SGD) or plain supervised."""
+    from fedkd.mechanisms.client import revisit
 
-    Returns the training loss, the DP-SGD state (None without DP-SGD unless one was
-    saved) and the extra metrics of the private path.
-    """
-    dpsgd_state = state.dpsgd if state is not None else None
-    if "dpsgd" in cfg.privacy.mechanisms:
-        from fedkd.privacy.client import RevisitLimits, private_revisit  # Opacus when asked
-
-        budgets = [b for b in (cfg.privacy.max_epsilon, device_budget) if b is not None]
-        limits = RevisitLimits(task.dpsgd_steps, min(budgets) if budgets else None)
-        return private_revisit(cfg, net, data, client_id, task.server_round, dpsgd_state, limits)
-    revisit_gen = torch.Generator().manual_seed(
-        derive_seed(cfg.seed, task.server_round, client_id, _REVISIT)
-    )
-    train_loss = train_supervised(
-        net,
-        optimizer,
-        data.x_private,
-        data.y_private,
+    private = revisit(cfg, step)
+    if private is not None:
+        return private
+    seed = derive_seed(cfg.seed, step.task.server_round, step.client_id, _REVISIT)
+    loss = train_supervised(
+        step.net,
+        step.optimizer,
+        step.data.x_private,
+        step.data.y_private,
         epochs=cfg.clients.local_epochs,
         batch_size=cfg.clients.batch_size,
-        generator=revisit_gen,
+        generator=torch.Generator().manual_seed(seed),
     )
-    return train_loss, dpsgd_state, {}
+    return loss, step.state, {}

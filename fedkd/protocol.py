@@ -37,20 +37,53 @@ RUN_CONFIG = "fedkd-config"
 STATE_DIR = "client-state-dir"
 DPSGD_STEPS = "dpsgd-planned-steps"  # steps the server charged for this client and round
 
+# ArrayRecord keys of ``proxy`` and ``teacher``
+IDX = "idx"
+PROBS = "probs"
+
 # MetricRecord keys every reply carries
 CLIENT_ID = "client-id"
 NUM_EXAMPLES = "num-examples"
+DIGEST_LOSS = "digest-loss"  # public data only
+# ... only non-private runs send (statistics of the private data)
+TRAIN_LOSS = "train-loss"
+LOCAL_ACCURACY = "local-accuracy"
+# ... DP-SGD replies carry (the client's own accountant)
+DPSGD_EPSILON = "dpsgd-epsilon"
+DPSGD_STEPS_ROUND = "dpsgd-steps"  # steps taken this round
+DPSGD_STEPS_TOTAL = "dpsgd-steps-total"  # steps taken over the run
+DPSGD_NOISE = "dpsgd-noise"
+DPSGD_SAMPLE_RATE = "dpsgd-sample-rate"
+DPSGD_POPULATION = "dpsgd-population"
+DPSGD_FROZEN = "dpsgd-frozen"
+DPSGD_METRICS = (
+    DPSGD_EPSILON,
+    DPSGD_STEPS_ROUND,
+    DPSGD_NOISE,
+    DPSGD_SAMPLE_RATE,
+    DPSGD_POPULATION,
+    DPSGD_STEPS_TOTAL,
+)
+
+# Node config keys (a SuperNode's --node-config, or the simulation's)
+NODE_PARTITION_ID = "partition-id"
+NODE_NUM_PARTITIONS = "num-partitions"
+NODE_CLIENT_ID = "client-id"
+NODE_DATA_PATH = "data-path"
+NODE_STATE_DIR = "state-dir"
+NODE_ALLOW_MODELS = "allow-models"
 
 
 def codec_for(cfg: Config) -> Codec:
-    """The uplink codec both sides use: PATE always sends one-hot votes."""
+    """The uplink codec both sides use: the one a mechanism needs (PATE: one-hot votes),
+    else ``distill.codec``."""
     from fedkd.compress import get_codec
+    from fedkd.mechanisms.client import codec_name
 
-    if "pate" in cfg.privacy.mechanisms:
-        return get_codec("onebit")
-    if cfg.distill.codec == "topk":
+    name = codec_name(cfg)
+    if name == "topk":
         return get_codec("topk", k=cfg.distill.topk)
-    return get_codec(cfg.distill.codec)
+    return get_codec(name)
 
 
 def record_dict_bytes(records: Iterable[object]) -> int:

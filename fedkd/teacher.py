@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fedkd import protocol as proto
 from fedkd.compress import Codec, CodecError
 
 
@@ -14,14 +15,7 @@ class ReplyError(ValueError):
     """A client reply that is dropped (the message gives the reason)."""
 
 
-_DPSGD_KEYS = (
-    "dpsgd-epsilon",
-    "dpsgd-steps",
-    "dpsgd-noise",
-    "dpsgd-sample-rate",
-    "dpsgd-population",
-    "dpsgd-steps-total",
-)
+_DPSGD_KEYS = proto.DPSGD_METRICS
 
 
 def _number(metrics: Mapping[str, object], key: str) -> float:
@@ -37,21 +31,23 @@ def check_metrics(metrics: Mapping[str, object]) -> int:
     ``client-id`` a non-negative integer, ``num-examples`` > 0, and the DP-SGD metrics
     either all absent or all valid (ε ≥ 0, steps ≥ 0, σ > 0, q in (0, 1], N ≥ 1).
     """
-    cid = _number(metrics, "client-id")
+    cid = _number(metrics, proto.CLIENT_ID)
     if cid < 0 or cid != int(cid):
         raise ReplyError(f"metric client-id must be a non-negative integer, got {cid!r}")
-    if _number(metrics, "num-examples") <= 0:
+    if _number(metrics, proto.NUM_EXAMPLES) <= 0:
         raise ReplyError("metric num-examples must be > 0")
     present = [k for k in _DPSGD_KEYS if k in metrics]
     if present:
         if len(present) != len(_DPSGD_KEYS):
             missing = sorted(set(_DPSGD_KEYS) - set(present))
             raise ReplyError(f"DP-SGD metrics incomplete: missing {', '.join(missing)}")
-        eps, steps = _number(metrics, "dpsgd-epsilon"), _number(metrics, "dpsgd-steps")
-        noise, rate = _number(metrics, "dpsgd-noise"), _number(metrics, "dpsgd-sample-rate")
+        eps = _number(metrics, proto.DPSGD_EPSILON)
+        steps = _number(metrics, proto.DPSGD_STEPS_ROUND)
+        noise = _number(metrics, proto.DPSGD_NOISE)
+        rate = _number(metrics, proto.DPSGD_SAMPLE_RATE)
         if eps < 0 or steps < 0 or steps != int(steps):
             raise ReplyError(f"DP-SGD metrics out of range (epsilon {eps}, steps {steps})")
-        if noise <= 0 or not 0 < rate <= 1 or _number(metrics, "dpsgd-population") < 1:
+        if noise <= 0 or not 0 < rate <= 1 or _number(metrics, proto.DPSGD_POPULATION) < 1:
             raise ReplyError("DP-SGD metrics out of range (noise, sample rate or population)")
     return int(cid)
 

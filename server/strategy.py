@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
@@ -25,6 +24,7 @@ from fedkd.mechanisms import BudgetReached, CentralMechanism, RunStopped
 from fedkd.student import Student
 from fedkd.teacher import ReplyError, TeacherCache, accuracy, decode_reply
 from fedkd.validation import val_metrics
+from server.record import Reply, RoundRecord
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +44,15 @@ class DistillStrategy(Strategy):
     splits : Splits
         Server view of the data: proxy inputs (labels only for teacher accuracy) and test.
     mechanism : CentralMechanism
-        Aggregation plus the client-level privacy mechanism and its ledger.
+        The run's mechanisms behind their hooks (teacher release, charges, reply checks)
+        and the privacy ledger.
     on_round : callable
-        ``on_round(row)`` after each aggregated round (metrics, checkpoint, progress).
+        ``on_round(record)`` with each finished :class:`RoundRecord` (metrics, ledger,
+        checkpoint, progress).
     first_round : int
         Rounds already done (resume); Flower's round ``r`` is fedkd round ``first_round + r``.
+    state_dir : str, optional
+        Folder the simulated clients keep their state in (sent with every message).
     """
 
     def __init__(
@@ -58,7 +62,7 @@ class DistillStrategy(Strategy):
         mechanism: CentralMechanism,
         student: Student,
         cache: TeacherCache,
-        on_round: Callable[[dict[str, Any]], None],
+        on_round: Callable[[RoundRecord], None],
         first_round: int = 0,
         state_dir: str | None = None,
     ) -> None:
@@ -73,8 +77,8 @@ class DistillStrategy(Strategy):
         self.codec = proto.codec_for(cfg)
         self.config_json = json.dumps(wire_dict(cfg))
         self.nodes: dict[int, int] = {}  # client id -> node id
-        self._round: dict[str, Any] = {}
-        self.last_teacher = ArrayRecord()  # sent for the digest step; checkpointed
+        self.records: dict[int, RoundRecord] = {}  # fedkd round -> its record
+        self.teacher = ArrayRecord()  # the last released teacher (digest step); checkpointed
         self.failed_rounds = 0  # consecutive rounds with too few valid replies
         # Client id -> {"asked", "answered", "reason"} (first failure); checkpointed. Not
         # kept under Poisson sampling, where who was asked is secret.
@@ -122,9 +126,7 @@ class DistillStrategy(Strategy):
             check_privacy_config(self.cfg, [self.mechanism.sizes[c] for c in sorted(self.nodes)])
         return self.nodes
 
-    def _validate(
-        self, reply: Message, num_rows: int, num_classes: int
-    ) -> tuple[int, np.ndarray, dict[str, Any]]:
+    def _validate(self, reply: Message, record: RoundRecord) -> Reply:
         """Check one reply's records, metrics and predictions (raises ReplyError)."""
         content = reply.content
         if set(content.array_records) != {proto.PREDICTIONS} or set(content.metric_records) != {
@@ -136,12 +138,12 @@ class DistillStrategy(Strategy):
             )
         arrays = {k: v.numpy() for k, v in content[proto.PREDICTIONS].items()}
         metrics = dict(content[proto.METRICS])
-        cid, probs = decode_reply(arrays, metrics, self.codec, num_rows, num_classes)
+        num_classes = int(self.splits.num_classes)
+        cid, probs = decode_reply(arrays, metrics, self.codec, len(record.idx), num_classes)
         if cid not in self.nodes or self.nodes[cid] != reply.metadata.src_node_id:
-            raise ReplyError(f"client-id {cid} does not belong to the node that replied")
-        self.mechanism.reconcile_dpsgd(self._round["round"], cid, metrics)
-        self.mechanism.check_client_epsilon(cid, metrics)
-        return cid, probs, metrics
+            raise ReplyError(f"{proto.CLIENT_ID} {cid} does not belong to the node that replied")
+        self.mechanism.on_reply(record.round, cid, metrics)
+        return Reply(cid, probs, float(metrics[proto.NUM_EXAMPLES]), metrics)
 
     def _tally(self, sampled: Iterable[int], outcome: dict[int, str | None]) -> None:
         """Count one round for each client asked (simulated faults are not counted)."""
@@ -195,128 +197,127 @@ class DistillStrategy(Strategy):
             rng=self.mechanism.rng(rnd, 0x5A),  # a privacy draw under Poisson sampling
         )
         self.mechanism.check_budget(rnd, len(self.nodes))  # raises BudgetReached
-        charged = self.mechanism.charge_dpsgd(rnd, chosen)  # before anything is sent
+        ledger_start = len(self.mechanism.ledger)
+        extra = self.mechanism.on_send(rnd, chosen)  # charges before anything is sent
         idx = proto.proxy_subset(
             len(self.splits.x_proxy), self.cfg.distill.proxy_per_round, self.cfg.seed, rnd
         )
-        self._round = {"round": rnd, "idx": idx, "t0": time.monotonic(), "sampled": chosen}
+        record = RoundRecord(
+            round=rnd,
+            idx=idx,
+            sampled=chosen,
+            t0=time.monotonic(),
+            secret=c.sampling == "poisson",
+            ledger_start=ledger_start,
+        )
+        self.records[rnd] = record
+        return self._messages(record, arrays, extra)
+
+    def _messages(
+        self, record: RoundRecord, arrays: ArrayRecord, extra: dict[int, dict[str, Any]]
+    ) -> list[Message]:
+        """One train message per sampled client; counts the bytes sent into ``record``."""
         records: dict[str, Any] = {
-            proto.CONFIG: self._base_config(rnd),
-            proto.PROXY: ArrayRecord({"idx": Array(idx)}),
+            proto.CONFIG: self._base_config(record.round),
+            proto.PROXY: ArrayRecord({proto.IDX: Array(record.idx)}),
         }
-        if "idx" in arrays and c.digest_epochs > 0:  # no digest: the labels would be unused
+        if proto.IDX in arrays and self.cfg.clients.digest_epochs > 0:  # else unused labels
             records[proto.TEACHER] = arrays
         messages = []
-        down = 0
-        for cid in chosen:
+        for cid in record.sampled:
             content = RecordDict(dict(records))
-            if cid in charged:
-                config_items = dict(self._base_config(rnd))
-                config_items[proto.DPSGD_STEPS] = charged[cid]
-                content[proto.CONFIG] = ConfigRecord(config_items)
-            down += proto.record_dict_bytes(content.values())
+            if cid in extra:
+                items = dict(self._base_config(record.round))
+                items.update(extra[cid])
+                content[proto.CONFIG] = ConfigRecord(items)
+            record.bytes_down += proto.record_dict_bytes(content.values())
             messages.append(Message(content, dst_node_id=self.nodes[cid], message_type=proto.TRAIN))
-        self._round["bytes_down"] = down
         return messages
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Validate replies, build the teacher, distil the student."""
-        info = self._round
-        idx = info["idx"]
-        num_classes = int(self.splits.num_classes)
-        accepted: list[tuple[int, np.ndarray, float, dict[str, Any]]] = []
-        bytes_up, dropped = {}, 0
-        # Under Poisson client sampling, who took part is secret (the accountant's
-        # amplification assumes it): nothing published names a participant.
-        secret = self.cfg.clients.sampling == "poisson"
+        """Validate the replies and release the round's teacher (the next round's arrays)."""
+        record = self.records[self.first_round + server_round]
+        self._collect(record, replies)
+        self._release(record)
+        return (self.teacher if record.release is not None else None), None
+
+    def _collect(self, record: RoundRecord, replies: Iterable[Message]) -> None:
+        """Sort the replies into valid ones, errors and dropped ones (logged unless secret)."""
         client_of = {node: cid for cid, node in self.nodes.items()}
-        outcome: dict[int, str | None] = {}  # client id -> None (answered) or why not
         for reply in replies:
-            src = "(withheld)" if secret else reply.metadata.src_node_id
+            src = "(withheld)" if record.secret else reply.metadata.src_node_id
             sender = client_of.get(reply.metadata.src_node_id)
             if reply.has_error():
-                dropped += 1
+                record.dropped += 1
                 reason = (reply.error.reason or "").strip().splitlines() or [str(reply.error.code)]
                 if sender is not None:
                     simulated = reply.error.code in SIMULATED_FAULTS
-                    outcome[sender] = SIMULATED if simulated else reason[-1]
-                if not secret:
+                    record.outcome[sender] = SIMULATED if simulated else reason[-1]
+                if not record.secret:
                     logger.warning(
-                        "round %d: node %s replied with an error: %s",
-                        info["round"],
-                        src,
-                        reason[-1],
+                        "round %d: node %s replied with an error: %s", record.round, src, reason[-1]
                     )
                 continue
-            bytes_up[reply.metadata.src_node_id] = proto.record_dict_bytes(reply.content.values())
+            size = proto.record_dict_bytes(reply.content.values())
+            record.bytes_up[reply.metadata.src_node_id] = size
             try:
-                cid, probs, metrics = self._validate(reply, len(idx), num_classes)
+                valid = self._validate(reply, record)
             except ReplyError as err:
-                dropped += 1
+                record.dropped += 1
                 if sender is not None:
-                    outcome[sender] = f"reply dropped: {err}"
-                if not secret:
-                    logger.warning(
-                        "round %d: dropped reply of node %s: %s", info["round"], src, err
-                    )
+                    record.outcome[sender] = f"reply dropped: {err}"
+                if not record.secret:
+                    logger.warning("round %d: dropped reply of node %s: %s", record.round, src, err)
                 continue
-            outcome[cid] = None
-            accepted.append((cid, probs, float(metrics[proto.NUM_EXAMPLES]), metrics))
-        if not secret:
-            self._tally(info.get("sampled", list(outcome)), outcome)
-        accepted.sort(key=lambda t: t[0])  # deterministic order whatever the arrival order
-        row: dict[str, Any] = {
-            "round": info["round"],
-            "clients": len(accepted),
-            "dropped": dropped,
-            "bytes_up": int(sum(bytes_up.values())),
-            "bytes_down": int(info["bytes_down"]),
-        }
-        if secret:
-            # Under Poisson sampling the number who took part is secret too: a known sample
-            # size changes the amplification the accountant applies.
-            for key in ("clients", "dropped", "bytes_up", "bytes_down"):
-                row[key] = None
-        else:
-            row["bytes_up_per_client"] = {str(k): v for k, v in sorted(bytes_up.items())}
-        teacher_record: ArrayRecord | None = None
-        # The central Gaussian mechanism releases every round, even with no valid reply
-        # (pure noise): skipping would make the release depend on who took part.
-        always = self.mechanism.releases_every_round
-        if len(accepted) >= self.cfg.clients.min_replies or always:
-            preds = np.zeros((0, len(idx), num_classes), np.float32)
-            if accepted:
-                preds = np.stack([p for _, p, _, _ in accepted])  # (K, M, C)
-            weights = np.array([w for _, _, w, _ in accepted])
-            rows, teacher = self.mechanism.teacher(info["round"], preds, weights, len(self.nodes))
-            self.failed_rounds = 0
-            self.cache.update(idx[rows], teacher)
-            row["teacher_accuracy"] = accuracy(teacher, self.splits.y_proxy[idx[rows]])
-            row["answered"] = int(len(rows))
-            row["distill_loss"] = self.student.distill(
-                self.splits.x_proxy, self.cache, info["round"]
-            )
-            teacher_record = ArrayRecord(
-                {
-                    "idx": Array(idx[rows].astype(np.int32)),
-                    "probs": Array(teacher.astype(np.float16)),
-                }
-            )
-            self.last_teacher = teacher_record
-        else:
+            record.outcome[valid.client_id] = None
+            record.replies.append(valid)
+        if not record.secret:
+            self._tally(record.sampled, record.outcome)
+        record.replies.sort(key=lambda r: r.client_id)  # deterministic whatever the arrival
+        record.clients = len(record.replies)
+
+    def _release(self, record: RoundRecord) -> None:
+        """The mechanism's teacher for the round, or none with too few valid replies.
+
+        A mechanism that releases every round does so even with no valid reply (pure
+        noise): skipping would make the release depend on who took part.
+        """
+        enough = len(record.replies) >= self.cfg.clients.min_replies
+        if not (enough or self.mechanism.releases_every_round):
             self.failed_rounds += 1
             logger.warning(
                 "round %d: %s valid replies < clients.min_replies=%d, teacher unchanged",
-                info["round"],
-                "(count withheld)" if secret else len(accepted),
+                record.round,
+                "(count withheld)" if record.secret else len(record.replies),
                 self.cfg.clients.min_replies,
             )
-            row["teacher_accuracy"] = float("nan")
-        row.update(self.mechanism.epsilons())
-        self._round["row"] = row
-        return teacher_record, None
+            return
+        preds, weights = record.stacked(int(self.splits.num_classes))
+        release = self.mechanism.release(record.round, preds, weights, len(self.nodes))
+        self.failed_rounds = 0
+        rows = record.idx[release.rows]
+        self.cache.update(rows, release.teacher)
+        record.release = release
+        record.teacher_accuracy = accuracy(release.teacher, self.splits.y_proxy[rows])
+        self.teacher = record.teacher_record()
+
+    def end_round(self, record: RoundRecord) -> MetricRecord:
+        """Distil -> evaluate -> record (``on_round``: metrics, ledger, checkpoint)."""
+        if record.release is not None:
+            record.distill_loss = self.student.distill(
+                self.splits.x_proxy, self.cache, record.round
+            )
+        loss, acc = self.student.evaluate(self.splits.x_test, self.splits.y_test)
+        record.student_loss, record.student_accuracy = float(loss), float(acc)
+        record.val = val_metrics(self.student.evaluate, self.splits.x_val, self.splits.y_val)
+        record.seconds = round(time.monotonic() - record.t0, 3)
+        record.epsilons = self.mechanism.epsilons()
+        record.entries = self.mechanism.ledger.releases[record.ledger_start :]
+        record.replies = []  # the predictions are not kept past the round
+        self.on_round(record)
+        return MetricRecord({"student_accuracy": acc, "student_loss": loss})
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -331,18 +332,20 @@ class DistillStrategy(Strategy):
         return None
 
     def evaluate(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
-        """Server-side evaluation hook for ``Strategy.start`` (round 0 is skipped)."""
+        """Server-side evaluation hook of ``Strategy.start``: the end of a round (not 0)."""
         if server_round == 0:
             return None
-        row = self._round["row"]
-        loss, acc = self.student.evaluate(self.splits.x_test, self.splits.y_test)
-        row["student_loss"], row["student_accuracy"] = float(loss), float(acc)
-        row.update(val_metrics(self.student.evaluate, self.splits.x_val, self.splits.y_val))
-        seconds = round(time.monotonic() - self._round["t0"], 3)
-        # A round's duration grows with who trained: withheld under Poisson sampling.
-        row["seconds"] = None if self.cfg.clients.sampling == "poisson" else seconds
-        self.on_round(row)
-        return MetricRecord({"student_accuracy": acc, "student_loss": loss})
+        return self.end_round(self.records[self.first_round + server_round])
+
+    # -- checkpoint -----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """What a resume needs of the strategy: the last teacher and the failure tally."""
+        return {"teacher": self.teacher, "client_failures": self.failures}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (a checkpoint's keys)."""
+        self.teacher = state.get("teacher", ArrayRecord())
+        self.failures = dict(state.get("client_failures", {}))
 
     def summary(self) -> None:
         """Log the strategy's settings."""

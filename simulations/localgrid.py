@@ -15,6 +15,8 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
 
+from fedkd import protocol as proto
+
 
 class LocalGrid(Grid):
     """Run ``client_app`` for ``num_nodes`` simulated nodes in this process."""
@@ -28,7 +30,7 @@ class LocalGrid(Grid):
             7_000 + 37 * i: Context(
                 run_id=run_id,
                 node_id=7_000 + 37 * i,
-                node_config={"partition-id": i, "num-partitions": num_nodes},
+                node_config={proto.NODE_PARTITION_ID: i, proto.NODE_NUM_PARTITIONS: num_nodes},
                 state=RecordDict(),
                 run_config={},
             )

@@ -15,6 +15,7 @@ from fedkd.config import from_dict
 from fedkd.mechanisms import CentralMechanism
 from fedkd.student import Student
 from fedkd.teacher import TeacherCache
+from server.record import RoundRecord
 from server.strategy import DistillStrategy
 
 NODES = {0: 100, 1: 101, 2: 102, 3: 103}
@@ -39,6 +40,14 @@ def _strategy(codec: str, sampling: str = "all") -> DistillStrategy:
     )
     strategy.nodes = dict(NODES)
     return strategy
+
+
+def _open_round(strategy: DistillStrategy, rnd: int, sampled: list[int]) -> RoundRecord:
+    """What configure_train leaves for aggregate_train: the round's record."""
+    secret = strategy.cfg.clients.sampling == "poisson"
+    record = RoundRecord(round=rnd, idx=np.arange(M), sampled=sampled, t0=0.0, secret=secret)
+    strategy.records[rnd] = record
+    return record
 
 
 def _reply(node: int, arrays: dict | None, metrics: dict | None, extra: bool = False) -> Message:
@@ -124,11 +133,10 @@ def test_fuzzed_replies_are_all_rejected_and_logged(codec, caplog):
     # Prepare: 2,000 malformed replies per codec (10,000 in all), mixed with valid ones.
     rng = np.random.default_rng(["fp32", "fp16", "int8", "onebit", "topk"].index(codec))
     strategy = _strategy(codec)
-    idx = np.arange(M)
     caplog.set_level(logging.WARNING, logger="server.strategy")
     bad_total = 0
     for batch in range(40):
-        strategy._round = {"round": batch + 1, "idx": idx, "t0": 0.0, "bytes_down": 0}
+        record = _open_round(strategy, batch + 1, sorted(NODES))
         replies = []
         for _ in range(50):
             node, arrays, metrics, extra = _malformed(rng, codec)
@@ -145,7 +153,7 @@ def test_fuzzed_replies_are_all_rejected_and_logged(codec, caplog):
         # Execute: no exception may escape.
         teacher, _ = strategy.aggregate_train(batch + 1, replies)
         # Assert: exactly the valid reply was used.
-        row = strategy._round["row"]
+        row = record.metrics()
         assert row["clients"] == 1 and row["dropped"] == 50
         assert teacher is not None and np.all(np.isfinite(teacher["probs"].numpy()))
     dropped_logs = [r for r in caplog.records if "dropped reply" in r.getMessage()]
@@ -156,7 +164,7 @@ def test_too_few_valid_replies_leave_teacher_unchanged_then_stop():
     from fedkd.mechanisms import RunStopped
 
     strategy = _strategy("fp32")
-    strategy._round = {"round": 1, "idx": np.arange(M), "t0": 0.0, "bytes_down": 0}
+    _open_round(strategy, 1, sorted(NODES))
     for _ in range(3):
         teacher, _ = strategy.aggregate_train(1, [_reply(100, None, None)])
         assert teacher is None
@@ -204,13 +212,7 @@ def test_clients_failing_every_round_they_were_asked_are_named(sampling):
         ),
     ]
     for rnd, (sampled, replies) in enumerate(rounds, start=1):
-        strategy._round = {
-            "round": rnd,
-            "idx": np.arange(M),
-            "t0": 0.0,
-            "bytes_down": 0,
-            "sampled": sampled,
-        }
+        _open_round(strategy, rnd, sampled)
         strategy.aggregate_train(rnd, replies)
     if sampling == "poisson":
         assert strategy.failing_clients() == {} and strategy.failures == {}  # who is secret

@@ -38,12 +38,13 @@ from fedkd.data.idx import _IDX_FILES, _find_idx_file, read_idx
 from fedkd.data.npz import _read_npz
 from fedkd.data.sources import load_source
 from fedkd.data.splits import _PROXY_CAP_STREAM, _cap, _child_seed, build_splits
+from fedkd.protocol import NODE_DATA_PATH
 
 __all__ = ["DATA_PATH", "PROXY_SOURCE", "device_data", "read_device_data"]
 
 logger = logging.getLogger(__name__)
 
-DATA_PATH = "data-path"
+DATA_PATH = NODE_DATA_PATH
 PROXY_SOURCE = "proxy-source"
 
 

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedkd import protocol as proto
 from fedkd.clientdata import ClientData
 from fedkd.config import Config, ConfigError
 from fedkd.privacy import entropy
@@ -152,12 +153,12 @@ def private_revisit(
             momentum=0.9,  # as the non-private loop; post-processing, no privacy cost
         )
     metrics = {
-        "dpsgd-epsilon": epsilon_of(dp, cfg.privacy.delta),
-        "dpsgd-steps": float(dp.steps - before),
-        "dpsgd-steps-total": float(dp.steps),
-        "dpsgd-noise": float(dp.noise_multiplier),
-        "dpsgd-sample-rate": float(dp.sample_rate),
-        "dpsgd-population": float(n),
-        "dpsgd-frozen": float(frozen),
+        proto.DPSGD_EPSILON: epsilon_of(dp, cfg.privacy.delta),
+        proto.DPSGD_STEPS_ROUND: float(dp.steps - before),
+        proto.DPSGD_STEPS_TOTAL: float(dp.steps),
+        proto.DPSGD_NOISE: float(dp.noise_multiplier),
+        proto.DPSGD_SAMPLE_RATE: float(dp.sample_rate),
+        proto.DPSGD_POPULATION: float(n),
+        proto.DPSGD_FROZEN: float(frozen),
     }
     return loss, dp.to_dict(), metrics
