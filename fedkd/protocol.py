@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from fedkd.compress import Codec
-    from fedkd.config import Config
+    pass
 
 # Message types
 TRAIN = "train"
@@ -72,18 +71,6 @@ NODE_CLIENT_ID = "client-id"
 NODE_DATA_PATH = "data-path"
 NODE_STATE_DIR = "state-dir"
 NODE_ALLOW_MODELS = "allow-models"
-
-
-def codec_for(cfg: Config) -> Codec:
-    """The uplink codec both sides use: the one a mechanism needs (PATE: one-hot votes),
-    else ``distill.codec``."""
-    from fedkd.compress import get_codec
-    from fedkd.mechanisms.client import codec_name
-
-    name = codec_name(cfg)
-    if name == "topk":
-        return get_codec("topk", k=cfg.distill.topk)
-    return get_codec(name)
 
 
 def record_dict_bytes(records: Iterable[object]) -> int:

@@ -21,6 +21,7 @@ from flwr.serverapp.strategy import Strategy
 from fedkd import protocol as proto
 from fedkd.config import Config, wire_dict
 from fedkd.mechanisms import BudgetReached, CentralMechanism, RunStopped
+from fedkd.mechanisms.client import codec_for
 from fedkd.student import Student
 from fedkd.teacher import ReplyError, TeacherCache, accuracy, decode_reply
 from fedkd.validation import val_metrics
@@ -74,7 +75,7 @@ class DistillStrategy(Strategy):
         self.on_round = on_round
         self.first_round = first_round
         self.state_dir = state_dir
-        self.codec = proto.codec_for(cfg)
+        self.codec = codec_for(cfg)
         self.config_json = json.dumps(wire_dict(cfg))
         self.nodes: dict[int, int] = {}  # client id -> node id
         self.records: dict[int, RoundRecord] = {}  # fedkd round -> its record

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from fedkd.compress import Codec, get_codec
 from fedkd.config import Config
 from fedkd.mechanisms.registry import mechanism_classes
 
@@ -19,6 +20,15 @@ def codec_name(cfg: Config) -> str:
     return cfg.distill.codec
 
 
+def codec_for(cfg: Config) -> Codec:
+    """The uplink codec both sides use: the one a mechanism needs (PATE: one-hot votes),
+    else ``distill.codec`` (``topk`` with ``distill.topk``)."""
+    name = codec_name(cfg)
+    if name == "topk":
+        return get_codec("topk", k=cfg.distill.topk)
+    return get_codec(name)
+
+
 def privatize(cfg: Config, probs: np.ndarray) -> np.ndarray:
     """The (M, C) predictions after every mechanism's client-side step, in order."""
     for cls in mechanism_classes(cfg.privacy.mechanisms):
@@ -28,8 +38,6 @@ def privatize(cfg: Config, probs: np.ndarray) -> np.ndarray:
 
 def encode_reply(cfg: Config, probs: np.ndarray) -> dict[str, np.ndarray]:
     """privatize -> encode: the arrays of the reply's ``predictions`` record."""
-    from fedkd.protocol import codec_for
-
     return codec_for(cfg).encode(privatize(cfg, probs))
 
 
