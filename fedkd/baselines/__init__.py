@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fedkd.config import Config, ConfigError
+from fedkd.config import Config, ConfigError, refuse_central_only
 
 METHODS: tuple[str, ...] = ("fedkd", "central", "central-dpsgd", "local", "fedavg", "dp-fedavg")
 
@@ -38,6 +38,7 @@ def run_method(method: str, cfg: Config, out: str | Path) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)  # one thread per process: with more, 2 loaded cores thrash
+    refuse_central_only(cfg, method)
     if method == "fedkd":
         from simulations.runner import simulate
 
