@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
+import math
 import platform
 import time
 from pathlib import Path
@@ -40,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedkd.baselines.central import fit_dpsgd
+from fedkd.baselines.central import fit_central, fit_dpsgd
 from fedkd.baselines.common import central_student, load_data
 from fedkd.config import Config, load_config
 
@@ -94,9 +95,11 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndar
 
 def cell_config(base: Config, trial: dict, epsilon: float, relation: str, seed: int) -> Config:
     """``base`` with a trial's settings, the cell's ε and relation, and ``seed``."""
-    dpsgd = dataclasses.replace(
-        base.privacy.dpsgd, target_epsilon=epsilon, noise_multiplier=None, relation=relation
-    )
+    dpsgd = base.privacy.dpsgd
+    if relation != "none":
+        dpsgd = dataclasses.replace(
+            dpsgd, target_epsilon=epsilon, noise_multiplier=None, relation=relation
+        )
     clients = dataclasses.replace(base.clients, lr=trial["clients.lr"])
     return dataclasses.replace(
         base,
@@ -105,6 +108,15 @@ def cell_config(base: Config, trial: dict, epsilon: float, relation: str, seed: 
         clients=clients,
         privacy=dataclasses.replace(base.privacy, dpsgd=dpsgd),
     )
+
+
+def _fit(relation: str, cfg: Config, model, x, y, x_eval, y_eval) -> tuple[float, str]:
+    """Accuracy on ``(x_eval, y_eval)`` after training, and a note on σ and ε; relation
+    ``"none"`` trains the non-private ``central`` baseline."""
+    if relation == "none":
+        return fit_central(cfg, model, x, y, x_eval, y_eval), ""
+    res = fit_dpsgd(cfg, model, x, y, x_eval, y_eval)
+    return res.accuracy, f"sigma={res.noise_multiplier:.3f} eps={res.epsilon:.3f} "
 
 
 def tune(base: Config, setup: dict, epsilon: float, relation: str) -> dict:
@@ -120,15 +132,14 @@ def tune(base: Config, setup: dict, epsilon: float, relation: str) -> dict:
         cfg = cell_config(base, trial, epsilon, relation, base.seed)
         model, _ = central_student(cfg, load_data(cfg))  # a fresh head; features cached
         t0 = time.monotonic()
-        res = fit_dpsgd(cfg, model, x[train], y[train], x[val], y[val])
+        acc, note = _fit(relation, cfg, model, x[train], y[train], x[val], y[val])
         print(
-            f"  trial lr={trial['clients.lr']:<5g} epochs={trial['rounds']:<3d} "
-            f"sigma={res.noise_multiplier:.3f} eps={res.epsilon:.3f} "
-            f"val_acc={res.accuracy:.4f} ({time.monotonic() - t0:.0f} s)",
+            f"  trial lr={trial['clients.lr']:<5g} epochs={trial['rounds']:<3d} {note}"
+            f"val_acc={acc:.4f} ({time.monotonic() - t0:.0f} s)",
             flush=True,
         )
-        if res.accuracy > best_acc:
-            best, best_acc = trial, res.accuracy
+        if acc > best_acc:
+            best, best_acc = trial, acc
     print(f"  chosen: {best} (validation accuracy {best_acc:.4f})")
     return best
 
@@ -143,21 +154,28 @@ def final(base: Config, setup: dict, trial: dict, epsilon: float, relation: str)
         split_cfg = base if setup.get("same_split") else cfg
         model, data = central_student(cfg, load_data(split_cfg))
         t0 = time.monotonic()
-        res = fit_dpsgd(cfg, model, data.x_private, data.y_private, data.x_test, data.y_test)
+        acc, note = _fit(
+            relation, cfg, model, data.x_private, data.y_private, data.x_test, data.y_test
+        )
         print(
-            f"  seed {seed}: n={len(data.y_private)} sigma={res.noise_multiplier:.3f} "
-            f"eps={res.epsilon:.3f} test_acc={res.accuracy:.4f} "
+            f"  seed {seed}: n={len(data.y_private)} {note}test_acc={acc:.4f} "
             f"({time.monotonic() - t0:.0f} s)",
             flush=True,
         )
-        accs.append(res.accuracy)
+        accs.append(acc)
     return accs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", choices=sorted(SETUPS))
-    parser.add_argument("--relations", nargs="+", default=list(RELATIONS), choices=RELATIONS)
+    parser.add_argument(
+        "--relations",
+        nargs="+",
+        default=list(RELATIONS),
+        choices=[*RELATIONS, "none"],
+        help="none: tune the non-private central baseline (same grid, one cell)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     setup = SETUPS[args.dataset]
@@ -168,7 +186,9 @@ def main() -> None:
         f", torch {torch.__version__}, {torch.get_num_threads()} thread"
     )
     t_start = time.monotonic()
-    for epsilon, relation in itertools.product(setup["epsilons"], args.relations):
+    cells = [(e, r) for e in setup["epsilons"] for r in args.relations if r != "none"]
+    cells += [(math.inf, "none")] if "none" in args.relations else []
+    for epsilon, relation in cells:
         t_cell = time.monotonic()
         print(f"cell eps={epsilon:g} delta={base.privacy.delta:g} relation={relation}")
         best = tune(base, setup, epsilon, relation)

@@ -54,21 +54,33 @@ def run_central(cfg: Config, out: str | Path) -> dict[str, Any]:
     """
     model, data = central_student(cfg, load_data(cfg))
     rec = open_run(cfg, out, "central")
+    fit_central(cfg, model, data.x_private, data.y_private, data.x_test, data.y_test, rec.add)
+    return rec.finish()
+
+
+def fit_central(
+    cfg: Config,
+    model: torch.nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    x_eval: np.ndarray,
+    y_eval: np.ndarray,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> float:
+    """Train ``model`` on ``(x, y)`` without privacy for ``cfg.rounds`` epochs (SGD with
+    momentum 0.9, ``clients.lr``, ``clients.batch_size``, shuffled by ``seed``); evaluate on
+    ``(x_eval, y_eval)`` after each epoch and return the last accuracy."""
     opt = make_optimizer(model, cfg.clients.lr)
     gen = generator(cfg.seed, 11)
+    acc = float("nan")
     for epoch in range(1, cfg.rounds + 1):
         train_supervised(
-            model,
-            opt,
-            data.x_private,
-            data.y_private,
-            epochs=1,
-            batch_size=cfg.clients.batch_size,
-            generator=gen,
+            model, opt, x, y, epochs=1, batch_size=cfg.clients.batch_size, generator=gen
         )
-        loss, acc = evaluate(model, data.x_test, data.y_test)
-        rec.add({"round": epoch, "student_accuracy": acc, "student_loss": loss})
-    return rec.finish()
+        loss, acc = evaluate(model, x_eval, y_eval)
+        if on_epoch is not None:
+            on_epoch({"round": epoch, "student_accuracy": acc, "student_loss": loss})
+    return acc
 
 
 MOMENTUM = 0.9  # as fedkd's client DP-SGD and Tramèr & Boneh (ICLR 2021); no privacy cost
