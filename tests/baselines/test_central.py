@@ -90,3 +90,24 @@ def test_central_only_keys_are_refused_elsewhere(tmp_path):
     with pytest.raises(ConfigError, match="distill.group_norm applies to the central"):
         run_method("fedavg", grouped, tmp_path / "fedavg")
     assert not (tmp_path / "fedkd").exists() and not (tmp_path / "fedavg").exists()
+
+
+def test_the_baseline_command_names_epsilon_and_relation(tmp_path, capsys):
+    import yaml
+
+    from simulations.cli import main
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    out = tmp_path / "run"
+    code = main(
+        ["baseline", "central-dpsgd", str(path), "--out", str(out),
+         "--set", "privacy.dpsgd.relation=add_remove"]
+    )  # fmt: skip
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert code == 0
+    assert line.startswith("central-dpsgd: final accuracy ")
+    assert "(δ = 1e-05, pld (add-remove))" in line and "ε = 1.9" in line
+    refused = ["baseline", "fedavg", str(path), "--out", str(tmp_path / "f"), "--set"]
+    assert main([*refused, "distill.group_norm=4"]) == 2
+    assert not (tmp_path / "f").exists()
