@@ -25,7 +25,9 @@ Run one data set per process (the scattering features of Fashion-MNIST are cache
 memory for the process, never on disk)::
 
     python benchmarks/central_dpsgd_tune.py digits
+    python benchmarks/central_dpsgd_tune.py digits --relations none   # non-private central
     python benchmarks/central_dpsgd_tune.py fmnist
+    python benchmarks/central_dpsgd_tune.py fmnist --fixed 16 40      # the paper's setting
 """
 
 from __future__ import annotations
