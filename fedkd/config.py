@@ -78,6 +78,8 @@ class DistillConfig:
     sharpen: float = 1.0  # distil on targets p**sharpen / sum(p**sharpen) (after propagation)
     public_features: int = 0  # k > 0: the student sees a PCA of the public proxy (k dims)
     feature_map: str = "pixels"  # pixels | scattering: fixed transform before the PCA
+    # g > 0: central baselines only: parameter-free GroupNorm(g) on the student's inputs
+    group_norm: int = 0
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ class DPSGDConfig:
     target_epsilon: float | None = None  # calibrates the noise once for the whole run
     max_grad_norm: float = 1.0
     accountant: str = "pld"  # the only one: replace-one with Poisson sampling needs PLD
+    relation: str = "replace_one"  # add_remove: central-dpsgd only (published comparisons)
 
 
 @dataclass(frozen=True)
@@ -358,6 +361,9 @@ def _mechanisms() -> tuple[str, ...]:
     return mechanism_names()
 
 
+_RELATIONS = ("replace_one", "add_remove")
+
+
 _SAMPLING = ("all", "poisson", "fixed")
 _BACKENDS = ("ray", "inprocess")
 
@@ -495,6 +501,11 @@ def validate(cfg: Config) -> None:
         "privacy.mechanisms: gaussian and pate are alternatives, pick one",
     )
     _require(0 < p.delta < 1, f"privacy.delta must be in (0, 1), got {p.delta}")
+    _require(
+        p.dpsgd.relation in _RELATIONS,
+        f"privacy.dpsgd.relation must be replace_one or add_remove, got '{p.dpsgd.relation}'",
+    )
+    _require(k.group_norm >= 0, f"distill.group_norm must be >= 0, got {k.group_norm}")
     if p.max_epsilon is not None:
         _require(p.max_epsilon > 0, f"privacy.max_epsilon must be > 0, got {p.max_epsilon}")
     if "dpsgd" in p.mechanisms:
@@ -551,3 +562,28 @@ def validate_policy(policy: DevicePolicy, section: str) -> None:
     )
     rows = policy.max_proxy_rows
     _require(rows is None or rows >= 1, f"{section}.max_proxy_rows must be >= 1, got {rows}")
+
+
+def refuse_central_only(cfg: Config, method: str) -> None:
+    """Refuse keys that only the centralised baselines honour, for any other ``method``.
+
+    ``privacy.dpsgd.relation: add_remove`` lets ``central-dpsgd`` be compared with published
+    add/remove-one figures; every other path accounts under replace-one. ``distill.group_norm``
+    changes only the centralised baselines' student.
+
+    Raises
+    ------
+    ConfigError
+        Naming the key, when ``method`` is neither ``central`` nor ``central-dpsgd``.
+    """
+    if method == "central-dpsgd":
+        return
+    _require(
+        cfg.privacy.dpsgd.relation == "replace_one",
+        f"privacy.dpsgd.relation={cfg.privacy.dpsgd.relation} applies to central-dpsgd only; "
+        f"{method} accounts under replace_one",
+    )
+    _require(
+        method == "central" or cfg.distill.group_norm == 0,
+        f"distill.group_norm applies to the central baselines only, not to {method}",
+    )

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from fedkd.config import Config
+from fedkd.config import Config, refuse_central_only
 from fedkd.rundir import RunDir, prepare
 
 logger = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ def simulate(cfg: Config, out: str | Path, *, resume: bool = False) -> dict[str,
     started and shut down here, nothing left running); ``inprocess`` calls the same
     ClientApp in this process (tests and sweeps).
     """
+    refuse_central_only(cfg, "fedkd")
     set_offline_env()
     run = prepare(out, cfg, resume=resume)
     if resume and run.is_done():  # nothing left to run: its DONE stays as it was

@@ -474,8 +474,15 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
     summary = run_method(args.method, cfg, out)
     import sys
 
+    privacy = ""
+    if "epsilon_example" in summary and "relation" in summary:
+        privacy = (
+            f", ε = {summary['epsilon_example']:.3f} (δ = {summary['delta_example']:g}, "
+            f"{summary['accountant']})"
+        )
     sys.stdout.write(
-        f"{args.method}: final accuracy {summary['student_accuracy']:.4f}; results in {out}\n"
+        f"{args.method}: final accuracy {summary['student_accuracy']:.4f}{privacy}; "
+        f"results in {out}\n"
     )
     return 0
 

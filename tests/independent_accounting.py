@@ -16,3 +16,16 @@ def replace_one_epsilon(sigma: float, q: float, steps: int, delta: float) -> flo
         )
     )
     return float(accountant.get_epsilon(delta))
+
+
+def add_remove_epsilon(sigma: float, q: float, steps: int, delta: float) -> float:
+    """dp_accounting PLD, add/remove-one, of ``steps`` Poisson-sampled Gaussians (z = σ)."""
+    accountant = PLDAccountant(
+        NeighboringRelation.ADD_OR_REMOVE_ONE, value_discretization_interval=1e-4
+    )
+    accountant.compose(
+        dp_event.SelfComposedDpEvent(
+            dp_event.PoissonSampledDpEvent(q, dp_event.GaussianDpEvent(sigma)), steps
+        )
+    )
+    return float(accountant.get_epsilon(delta))

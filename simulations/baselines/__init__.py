@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fedkd.config import Config, ConfigError
+from fedkd.config import Config, ConfigError, refuse_central_only
 from fedkd.registry import Registry
 
 
@@ -84,6 +84,7 @@ def run_method(method: str, cfg: Config, out: str | Path) -> dict[str, Any]:
 
     run = METHODS.lookup(method)
     torch.set_num_threads(1)  # one thread per process: with more, 2 loaded cores thrash
+    refuse_central_only(cfg, method)
     return run(cfg, out)
 
 

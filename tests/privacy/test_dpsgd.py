@@ -262,3 +262,41 @@ def test_release_for_round_records_the_client_steps() -> None:
     assert (release.mechanism, release.scope, release.subject) == ("dpsgd", "example", "client-3")
     assert (release.round, release.steps, release.population) == (5, 12, N)
     assert release.sample_rate == pytest.approx(BATCH / N)
+
+
+def test_ghost_clipping_gives_the_same_update_as_per_example_gradients() -> None:
+    # Prepare: an MLP (two linear layers) without noise and with a clip that binds.
+    def mlp() -> nn.Module:
+        torch.manual_seed(0)  # the test's own weights; library code never seeds globally
+        return nn.Sequential(nn.Linear(FEATURES, 8), nn.ReLU(), nn.Linear(8, CLASSES))
+
+    hooks, ghost = mlp(), mlp()
+    state = DPSGDState(0.0, 0.05, sample_rate_for(N, BATCH))
+
+    # Execute: the same Poisson batches (same generator seed), both clipping modes.
+    _, s_hooks = _train(hooks, state, 2, seed=60, lr=0.5, momentum=0.9)
+    _, s_ghost = _train(ghost, state, 2, seed=60, lr=0.5, momentum=0.9, ghost=True)
+
+    # Assert: identical accounting, the same weights, and training moved them.
+    assert s_hooks == s_ghost
+    for a, b, c in zip(hooks.parameters(), ghost.parameters(), mlp().parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+        assert not torch.allclose(a, c, atol=1e-3)
+    assert not hasattr(ghost[0].weight, "grad_sample")
+
+
+def test_epsilon_of_accounts_under_the_requested_relation() -> None:
+    from independent_accounting import add_remove_epsilon
+
+    # Prepare
+    state = DPSGDState(2.0, 1.0, 0.25, steps=40)
+
+    # Execute
+    add_remove = epsilon_of(state, DELTA, "add_remove")
+    replace_one = epsilon_of(state, DELTA)
+
+    # Assert: each equals dp_accounting's own figure; add/remove is the weaker relation.
+    assert add_remove == pytest.approx(add_remove_epsilon(2.0, 0.25, 40, DELTA), rel=1e-9)
+    assert replace_one == pytest.approx(replace_one_epsilon(2.0, 0.25, 40, DELTA), rel=1e-9)
+    assert add_remove < 0.7 * replace_one
+    assert release_for_round("c", 0, 1, state, N, relation="add_remove").relation == "add_remove"
