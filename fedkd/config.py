@@ -271,24 +271,6 @@ def to_dict(cfg: Config) -> dict[str, Any]:
     return plain(cfg)
 
 
-#: Keys added after the config sent to clients was fixed, with the value that means "off".
-#: :func:`wire_dict` leaves them out at that value, so a run that does not use them sends
-#: the same bytes as before they existed (clients fill in the default).
-_WIRE_OPTIONAL: dict[tuple[str, str], Any] = {("data", "validation_fraction"): 0.0}
-
-
-def wire_dict(cfg: Config) -> dict[str, Any]:
-    """:func:`to_dict` as sent to clients: keys of ``_WIRE_OPTIONAL`` at their default left out.
-
-    ``from_dict(wire_dict(cfg)) == cfg`` always holds.
-    """
-    raw = to_dict(cfg)
-    for (section, key), default in _WIRE_OPTIONAL.items():
-        if raw[section].get(key) == default:
-            del raw[section][key]
-    return raw
-
-
 def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """Turn ``["a.b=1", "c=x"]`` into a nested dict; values are parsed as YAML scalars."""
     nested: dict[str, Any] = {}
@@ -437,6 +419,12 @@ def check_names(cfg: Config) -> None:
     _one_of("runtime.backend", cfg.runtime.backend, _BACKENDS, "backend")
 
 
+def _min(key: str, value: float, low: float, strict: bool = False) -> None:
+    """Require ``value >= low`` (``> low`` when ``strict``), naming ``key``."""
+    ok = value > low if strict else value >= low
+    _require(ok, f"{key} must be {'>' if strict else '>='} {low:g}, got {value}")
+
+
 def validate(cfg: Config) -> None:
     """Reject impossible values with a message naming the key.
 
@@ -444,8 +432,26 @@ def validate(cfg: Config) -> None:
     :func:`check_names`), so a typo never reaches a run.
     """
     check_names(cfg)
-    _require(cfg.rounds >= 1, f"rounds must be >= 1, got {cfg.rounds}")
-    d, c, k, p, r = cfg.data, cfg.clients, cfg.distill, cfg.privacy, cfg.runtime
+    _min("rounds", cfg.rounds, 1)
+    _validate_data_clients(cfg.data, cfg.clients)
+    _validate_distill(cfg.distill)
+    _validate_privacy(cfg.privacy, cfg.clients)
+    r, f = cfg.runtime, cfg.faults
+    _require(r.cpus_per_client >= 1, "runtime.cpus_per_client must be >= 1")
+    _require(r.max_failed_rounds >= 1, "runtime.max_failed_rounds must be >= 1")
+    _require(
+        0 <= f.adversarial_fraction <= 1,
+        f"faults.adversarial_fraction must be in [0, 1], got {f.adversarial_fraction}",
+    )
+    _require(0 <= f.dropout < 1, f"faults.dropout must be in [0, 1), got {f.dropout}")
+    _require(
+        0 <= f.lose_replies < 1, f"faults.lose_replies must be in [0, 1), got {f.lose_replies}"
+    )
+    validate_policy(cfg.device, "device")
+
+
+def _validate_data_clients(d: DataConfig, c: ClientsConfig) -> None:
+    """The ``data`` and ``clients`` checks of :func:`validate`."""
     _require(
         0 < d.test_fraction < 1, f"data.test_fraction must be in (0, 1), got {d.test_fraction}"
     )
@@ -456,8 +462,8 @@ def validate(cfg: Config) -> None:
         0 <= d.validation_fraction < 1,
         f"data.validation_fraction must be in [0, 1), got {d.validation_fraction}",
     )
-    _require(d.alpha > 0, f"data.alpha must be > 0, got {d.alpha}")
-    _require(c.num_clients >= 1, f"clients.num_clients must be >= 1, got {c.num_clients}")
+    _min("data.alpha", d.alpha, 0, strict=True)
+    _min("clients.num_clients", c.num_clients, 1)
     _require(0 < c.sample_rate <= 1, f"clients.sample_rate must be in (0, 1], got {c.sample_rate}")
     if c.sampling == "fixed":
         _require(
@@ -465,37 +471,37 @@ def validate(cfg: Config) -> None:
             f"clients.sample_size must be in [1, num_clients], got {c.sample_size}",
         )
     _require(len(c.models) >= 1, "clients.models must name at least one model")
-    _require(c.local_epochs >= 0, f"clients.local_epochs must be >= 0, got {c.local_epochs}")
-    _require(c.digest_epochs >= 0, f"clients.digest_epochs must be >= 0, got {c.digest_epochs}")
-    _require(c.lr > 0, f"clients.lr must be > 0, got {c.lr}")
-    _require(c.batch_size >= 1, f"clients.batch_size must be >= 1, got {c.batch_size}")
-    _require(
-        c.public_features >= 0, f"clients.public_features must be >= 0, got {c.public_features}"
-    )
-    _require(c.min_replies >= 1, f"clients.min_replies must be >= 1, got {c.min_replies}")
-    _require(
-        k.public_features >= 0, f"distill.public_features must be >= 0, got {k.public_features}"
-    )
+    _min("clients.local_epochs", c.local_epochs, 0)
+    _min("clients.digest_epochs", c.digest_epochs, 0)
+    _min("clients.lr", c.lr, 0, strict=True)
+    _min("clients.batch_size", c.batch_size, 1)
+    _min("clients.public_features", c.public_features, 0)
+    _min("clients.min_replies", c.min_replies, 1)
+
+
+def _validate_distill(k: DistillConfig) -> None:
+    """The ``distill`` checks of :func:`validate`."""
+    _min("distill.public_features", k.public_features, 0)
     _require(
         not k.augment or (k.public_features == 0 and k.feature_map == "pixels"),
         "distill.augment shifts images; it cannot be combined with distill.public_features "
         "or distill.feature_map",
     )
-    _require(k.temperature > 0, f"distill.temperature must be > 0, got {k.temperature}")
-    _require(k.epochs >= 0, f"distill.epochs must be >= 0, got {k.epochs}")
-    _require(k.lr > 0, f"distill.lr must be > 0, got {k.lr}")
-    _require(
-        k.propagate_neighbors >= 0,
-        f"distill.propagate_neighbors must be >= 0, got {k.propagate_neighbors}",
-    )
-    _require(k.sharpen > 0, f"distill.sharpen must be > 0, got {k.sharpen}")
+    _min("distill.temperature", k.temperature, 0, strict=True)
+    _min("distill.epochs", k.epochs, 0)
+    _min("distill.lr", k.lr, 0, strict=True)
+    _min("distill.propagate_neighbors", k.propagate_neighbors, 0)
+    _min("distill.sharpen", k.sharpen, 0, strict=True)
     _require(
         0 <= k.propagate_alpha < 1,
         f"distill.propagate_alpha must be in [0, 1), got {k.propagate_alpha}",
     )
-    _require(
-        k.proxy_per_round >= 0, f"distill.proxy_per_round must be >= 0, got {k.proxy_per_round}"
-    )
+    _min("distill.proxy_per_round", k.proxy_per_round, 0)
+    _min("distill.group_norm", k.group_norm, 0)
+
+
+def _validate_privacy(p: PrivacyConfig, c: ClientsConfig) -> None:
+    """The ``privacy`` checks of :func:`validate`."""
     _require(
         not ("gaussian" in p.mechanisms and "pate" in p.mechanisms),
         "privacy.mechanisms: gaussian and pate are alternatives, pick one",
@@ -505,9 +511,8 @@ def validate(cfg: Config) -> None:
         p.dpsgd.relation in _RELATIONS,
         f"privacy.dpsgd.relation must be replace_one or add_remove, got '{p.dpsgd.relation}'",
     )
-    _require(k.group_norm >= 0, f"distill.group_norm must be >= 0, got {k.group_norm}")
     if p.max_epsilon is not None:
-        _require(p.max_epsilon > 0, f"privacy.max_epsilon must be > 0, got {p.max_epsilon}")
+        _min("privacy.max_epsilon", p.max_epsilon, 0, strict=True)
     if "dpsgd" in p.mechanisms:
         s = p.dpsgd
         _require(
@@ -530,18 +535,6 @@ def validate(cfg: Config) -> None:
         )
     if "pate" in p.mechanisms:
         _require(p.pate.sigma > 0, "privacy.pate.sigma must be > 0")
-    _require(r.cpus_per_client >= 1, "runtime.cpus_per_client must be >= 1")
-    _require(r.max_failed_rounds >= 1, "runtime.max_failed_rounds must be >= 1")
-    f = cfg.faults
-    _require(
-        0 <= f.adversarial_fraction <= 1,
-        f"faults.adversarial_fraction must be in [0, 1], got {f.adversarial_fraction}",
-    )
-    _require(0 <= f.dropout < 1, f"faults.dropout must be in [0, 1), got {f.dropout}")
-    _require(
-        0 <= f.lose_replies < 1, f"faults.lose_replies must be in [0, 1), got {f.lose_replies}"
-    )
-    validate_policy(cfg.device, "device")
 
 
 def validate_policy(policy: DevicePolicy, section: str) -> None:
@@ -562,28 +555,3 @@ def validate_policy(policy: DevicePolicy, section: str) -> None:
     )
     rows = policy.max_proxy_rows
     _require(rows is None or rows >= 1, f"{section}.max_proxy_rows must be >= 1, got {rows}")
-
-
-def refuse_central_only(cfg: Config, method: str) -> None:
-    """Refuse keys that only the centralised baselines honour, for any other ``method``.
-
-    ``privacy.dpsgd.relation: add_remove`` lets ``central-dpsgd`` be compared with published
-    add/remove-one figures; every other path accounts under replace-one. ``distill.group_norm``
-    changes only the centralised baselines' student.
-
-    Raises
-    ------
-    ConfigError
-        Naming the key, when ``method`` is neither ``central`` nor ``central-dpsgd``.
-    """
-    if method == "central-dpsgd":
-        return
-    _require(
-        cfg.privacy.dpsgd.relation == "replace_one",
-        f"privacy.dpsgd.relation={cfg.privacy.dpsgd.relation} applies to central-dpsgd only; "
-        f"{method} accounts under replace_one",
-    )
-    _require(
-        method == "central" or cfg.distill.group_norm == 0,
-        f"distill.group_norm applies to the central baselines only, not to {method}",
-    )

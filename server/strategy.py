@@ -19,12 +19,13 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedkd import protocol as proto
-from fedkd.config import Config, wire_dict
+from fedkd.config import Config
 from fedkd.mechanisms import BudgetReached, CentralMechanism, RunStopped
 from fedkd.mechanisms.client import codec_for
 from fedkd.student import Student
 from fedkd.teacher import ReplyError, TeacherCache, accuracy, decode_reply
 from fedkd.validation import val_metrics
+from fedkd.wire import wire_dict
 from server.record import Reply, RoundRecord
 
 logger = logging.getLogger(__name__)

@@ -12,8 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from fedkd.config import Config, refuse_central_only
+from fedkd.config import Config
 from fedkd.rundir import RunDir, prepare
+from simulations.central_only import refuse_central_only
 
 logger = logging.getLogger(__name__)
 

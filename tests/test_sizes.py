@@ -23,13 +23,9 @@ FOLDERS = ("fedkd", "server", "client")
 MODULE_LIMIT = 400
 FUNCTION_LIMIT = 60
 #: Modules over :data:`MODULE_LIMIT` today -> their lines of code now.
-ALLOWED_MODULES: dict[str, int] = {}
+ALLOWED_MODULES: dict[str, int] = {"fedkd/config.py": 406}
 #: Functions over :data:`FUNCTION_LIMIT` today ("path:qualified name") -> lines of code now.
-ALLOWED_FUNCTIONS: dict[str, int] = {
-    "fedkd/config.py:validate": 91,
-    "server/runner.py:serve": 93,
-    "server/strategy.py:DistillStrategy.aggregate_train": 91,
-}
+ALLOWED_FUNCTIONS: dict[str, int] = {}
 
 
 def _docstring_lines(tree: ast.AST) -> set[int]:

@@ -23,8 +23,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fedkd.config import Config, ConfigError, refuse_central_only
+from fedkd.config import Config, ConfigError
 from fedkd.registry import Registry
+from simulations.central_only import refuse_central_only
 
 
 def _fedkd(cfg: Config, out: str | Path) -> dict[str, Any]:

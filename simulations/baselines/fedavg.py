@@ -48,9 +48,10 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from fedkd.clientdata import client_data
-from fedkd.config import Config, ConfigError, from_dict, wire_dict
+from fedkd.config import Config, ConfigError, from_dict
 from fedkd.distill import evaluate, make_optimizer, train_supervised
 from fedkd.validation import val_metrics
+from fedkd.wire import wire_dict
 from simulations.baselines.common import (
     CountingGrid,
     generator,

@@ -8,7 +8,7 @@ import pytest
 import torch
 from independent_accounting import add_remove_epsilon, replace_one_epsilon
 
-from fedkd.config import ConfigError, from_dict, refuse_central_only
+from fedkd.config import ConfigError, from_dict
 from simulations.baselines import run_method
 from simulations.baselines.common import (
     GroupStandardize,
@@ -16,6 +16,7 @@ from simulations.baselines.common import (
     load_data,
     with_group_norm,
 )
+from simulations.central_only import refuse_central_only
 
 TINY = {
     "seed": 3,
