@@ -23,7 +23,7 @@ FOLDERS = ("fedkd", "server", "client")
 MODULE_LIMIT = 400
 FUNCTION_LIMIT = 60
 #: Modules over :data:`MODULE_LIMIT` today -> their lines of code now.
-ALLOWED_MODULES: dict[str, int] = {"fedkd/config.py": 406}
+ALLOWED_MODULES: dict[str, int] = {}
 #: Functions over :data:`FUNCTION_LIMIT` today ("path:qualified name") -> lines of code now.
 ALLOWED_FUNCTIONS: dict[str, int] = {}
 
