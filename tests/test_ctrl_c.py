@@ -33,6 +33,10 @@ def _wait_for(path: Path, needle: str, proc: subprocess.Popen, seconds: float) -
     raise AssertionError(f"{needle!r} never printed:\n{path.read_text(errors='replace')}")
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 def test_ctrl_c_in_round_one_prints_the_resume_command_and_no_traceback(tmp_path):
     out, log = tmp_path / "run", tmp_path / "output.txt"
@@ -40,7 +44,15 @@ def test_ctrl_c_in_round_one_prints_the_resume_command_and_no_traceback(tmp_path
     cmd = [sys.executable, "-m", "simulations.cli", "simulate", str(QUICKSTART), "--out", str(out)]
     with log.open("w") as sink:
         proc = subprocess.Popen(
-            [*cmd, *sets], cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+            [*cmd, *sets],
+            cwd=ROOT,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            # A suite started in the background inherits SIGINT ignored (as a shell's
+            # background job does), and Python then keeps it ignored: restore it, as a
+            # terminal's foreground process has it.
+            preexec_fn=_default_sigint,
         )
         try:
             _wait_for(log, "clients ready", proc, 300)  # round 1 has just been sent out
