@@ -34,7 +34,7 @@ class _Student:
         self.model.load_state_dict(state["model"])
 
 
-class _Killed(Exception):
+class _KilledError(Exception):
     """SIGKILL, as far as the recorder can tell."""
 
 
@@ -58,7 +58,7 @@ def _round(mech: CentralMechanism, rnd: int) -> RoundRecord:
 
 def _kill_at(monkeypatch, method: str) -> None:
     def killed(self, *args):
-        raise _Killed
+        raise _KilledError
 
     monkeypatch.setattr(RunDir, method, killed)
 
@@ -77,7 +77,7 @@ def test_a_round_published_before_its_checkpoint_is_still_charged_after_resume(
         recorder(_round(mech, rnd))
     with monkeypatch.context() as patch:
         _kill_at(patch, kill_at)
-        with pytest.raises(_Killed):
+        with pytest.raises(_KilledError):
             recorder(_round(mech, rounds_before + 1))
     published = json.loads((tmp_path / "metrics.json").read_text())["rounds"]
     assert len(published) == rounds_before + 1  # the killed round's results are out
