@@ -77,9 +77,10 @@ def get_mechanism(name: str) -> type[Mechanism]:
 def mechanism_classes(names: Iterable[str]) -> list[type[Mechanism]]:
     """The classes of a run's ``privacy.mechanisms``, plus ``none`` when none releases a teacher.
 
-    Ordered example level first, then client level, then the rest, each in config order.
+    Ordered example level first, then client level, then the rest, each in config order; a
+    name listed twice counts once.
     """
-    classes = [get_mechanism(n) for n in names]
+    classes = [get_mechanism(n) for n in dict.fromkeys(names)]  # a name runs (and charges) once
     if not any(c.releases_teacher for c in classes):
         classes.append(get_mechanism(NO_PRIVACY))
     order = {"example": 0, "client": 1}
