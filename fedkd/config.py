@@ -429,6 +429,8 @@ def _validate_privacy(p: PrivacyConfig, c: ClientsConfig) -> None:
         not ("gaussian" in p.mechanisms and "pate" in p.mechanisms),
         "privacy.mechanisms: gaussian and pate are alternatives, pick one",
     )
+    twice = sorted({m for m in p.mechanisms if p.mechanisms.count(m) > 1})
+    _require(not twice, f"privacy.mechanisms: {', '.join(twice)} listed more than once")
     _require(0 < p.delta < 1, f"privacy.delta must be in (0, 1), got {p.delta}")
     _require(
         p.dpsgd.relation in _RELATIONS,

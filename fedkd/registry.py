@@ -41,9 +41,18 @@ class Registry(Mapping[str, T], Generic[T]):
         self._error = error
 
     def register(self, name: str) -> Callable[[T], T]:
-        """Decorator adding the decorated object under ``name``."""
+        """Decorator adding the decorated object under ``name``.
+
+        Raises
+        ------
+        ValueError
+            If ``name`` is already taken by another object: a registration never silently
+            replaces an entry (the enforced accountant, a privacy mechanism's codec).
+        """
 
         def add(item: T) -> T:
+            if name in self._items and self._items[name] is not item:
+                raise ValueError(f"{self.what} name {name!r} is already registered")
             self._items[name] = item
             return item
 

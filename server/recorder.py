@@ -1,8 +1,11 @@
 """The end of a round on disk: metrics, student, ledger, checkpoint, progress line.
 
 Each round writes the ledger once, to ``ledger.json`` (atomically), and once more inside
-``checkpoint.pt``, the single commit point a resume trusts; ``metrics.json`` names the
-ledger file instead of embedding it.
+``checkpoint.pt``, the commit point a resume starts from; ``metrics.json`` names the ledger
+file instead of embedding it. ``ledger.json`` is written first, before anything derived from
+the round's release (metrics, student), so a run killed before its checkpoint landed has
+every published release in it; a resume continues with that ledger when it is ahead of the
+checkpoint's, and the re-run round is charged again (the ledger only over-counts).
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from typing import Any
 
 from fedkd.config import Config
 from fedkd.mechanisms import CentralMechanism
-from fedkd.rundir import LEDGER, RunDir
+from fedkd.privacy.ledger import PrivacyLedger
+from fedkd.rundir import CHECKPOINT, LEDGER, RunDir, RunDirError
 from fedkd.student import Student
 from fedkd.teacher import TeacherCache
 from server.record import RoundRecord
@@ -54,22 +58,50 @@ class RunRecorder:
     def restore(self) -> dict[str, Any] | None:
         """Load the run's checkpoint into the server state; returns it (None: fresh run)."""
         ckpt = self.run.load_checkpoint()
-        if ckpt is None:
-            return None
-        self.student.load_state_dict(ckpt["student"])
-        self.cache.probs[:], self.cache.labelled[:] = ckpt["cache_probs"], ckpt["cache_labelled"]
-        self.mechanism.load_state_dict(ckpt["mechanism"])
-        self.rows = list(ckpt["rows"])
-        logger.info("resuming %s after round %d", self.run.path, int(ckpt["round"]))
+        if ckpt is not None:
+            self.student.load_state_dict(ckpt["student"])
+            probs, labelled = ckpt["cache_probs"], ckpt["cache_labelled"]
+            self.cache.probs[:], self.cache.labelled[:] = probs, labelled
+            self.mechanism.load_state_dict(ckpt["mechanism"])
+            self.rows = list(ckpt["rows"])
+            logger.info("resuming %s after round %d", self.run.path, int(ckpt["round"]))
+        self._keep_published_charges()
         return ckpt
 
+    def _keep_published_charges(self) -> None:
+        """Continue with ``ledger.json`` when it is ahead of the checkpoint's ledger.
+
+        A round killed after its ledger was written but before its checkpoint landed may
+        have published results of its release; the re-run releases again with fresh noise,
+        so both are charged.
+        """
+        path = self.run.path / LEDGER
+        if not path.exists():
+            return
+        try:
+            published = PrivacyLedger.load(path).releases
+        except ValueError as err:
+            raise RunDirError(f"{err}; cannot resume") from err
+        held = self.mechanism.ledger.releases
+        if len(published) <= len(held):
+            return
+        if published[: len(held)] != held:
+            raise RunDirError(f"{path} disagrees with {CHECKPOINT}; cannot resume")
+        logger.warning(
+            "%s holds %d releases the checkpoint does not (a round killed mid-commit): "
+            "keeping them charged",
+            path,
+            len(published) - len(held),
+        )
+        self.mechanism.ledger.extend(published[len(held) :])
+
     def __call__(self, record: RoundRecord) -> None:
-        """Record one finished round: metrics, student, ledger, then the checkpoint."""
+        """Record one finished round: ledger, metrics, student, then the checkpoint."""
+        self.mechanism.ledger.save(self.run.path / LEDGER)  # before anything it paid for
         row = record.metrics()
         self.rows.append(row)
         self.run.write_metrics(self.rows, {"ledger": LEDGER})
         self.run.write_student(self.student.model.state_dict(), self.student.meta)
-        self.mechanism.ledger.save(self.run.path / LEDGER)
         self.run.save_checkpoint(
             {
                 "round": record.round,

@@ -77,10 +77,19 @@ def get_mechanism(name: str) -> type[Mechanism]:
 def mechanism_classes(names: Iterable[str]) -> list[type[Mechanism]]:
     """The classes of a run's ``privacy.mechanisms``, plus ``none`` when none releases a teacher.
 
-    Ordered example level first, then client level, then the rest, each in config order.
+    Ordered example level first, then client level, then the rest, each in config order; a
+    name listed twice counts once. More than one mechanism that releases the teacher is a
+    :class:`~fedkd.config.ConfigError`.
     """
-    classes = [get_mechanism(n) for n in names]
-    if not any(c.releases_teacher for c in classes):
+    classes = [get_mechanism(n) for n in dict.fromkeys(names)]  # a name runs (and charges) once
+    releasers = [c.name for c in classes if c.releases_teacher]
+    if len(releasers) > 1:  # only one would release: the others would be silently skipped
+        from fedkd.config import ConfigError
+
+        raise ConfigError(
+            f"privacy.mechanisms: {', '.join(releasers)} each release the teacher, pick one"
+        )
+    if not releasers:
         classes.append(get_mechanism(NO_PRIVACY))
     order = {"example": 0, "client": 1}
     return sorted(classes, key=lambda c: order.get(c.scope or "", 2))

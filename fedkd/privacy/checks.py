@@ -35,11 +35,22 @@ def client_delta(cfg: Config) -> float:
 def check_privacy_config(cfg: Config, client_sizes: list[int]) -> None:
     """Refuse δ ≥ 1/N: N = smallest client's examples (example level), clients (client level).
 
+    Also refuses ``privacy.dpsgd.relation`` other than replace-one: every fedkd path
+    accounts under replace-one (add/remove is the central-dpsgd baseline's), so the key
+    would be silently ignored; this check runs at every entry point, ``flwr run`` and
+    deployments included.
+
     Raises
     ------
     ConfigError
         Naming the key and the bound.
     """
+    relation = cfg.privacy.dpsgd.relation
+    if relation != "replace_one":
+        raise ConfigError(
+            f"privacy.dpsgd.relation={relation} applies to central-dpsgd only; "
+            "fedkd accounts under replace_one"
+        )
     mechs = set(cfg.privacy.mechanisms)
     try:
         if "dpsgd" in mechs:
