@@ -79,12 +79,12 @@ def mechanism_classes(names: Iterable[str]) -> list[type[Mechanism]]:
 
     Ordered example level first, then client level, then the rest, each in config order; a
     name listed twice counts once. More than one mechanism that releases the teacher is a
-    :class:`~fedkd.config.ConfigError`.
+    :class:`~fedkd.typed.ConfigError`.
     """
     classes = [get_mechanism(n) for n in dict.fromkeys(names)]  # a name runs (and charges) once
     releasers = [c.name for c in classes if c.releases_teacher]
     if len(releasers) > 1:  # only one would release: the others would be silently skipped
-        from fedkd.config import ConfigError
+        from fedkd.typed import ConfigError  # fedkd.config imports this module
 
         raise ConfigError(
             f"privacy.mechanisms: {', '.join(releasers)} each release the teacher, pick one"
