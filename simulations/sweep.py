@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -245,6 +246,10 @@ def _init_worker(verbose: bool = False) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A spawned worker has no handler of the CLI's: warnings in the parent's plain format.
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(levelname)-8s %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
     if not verbose:
         import flwr.common.logger  # noqa: F401 - Flower configures its logger on import
 
