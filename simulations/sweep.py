@@ -392,6 +392,15 @@ def target_epsilon(cell: Cell) -> float:
     return float(p.max_epsilon) if p.max_epsilon is not None else float("nan")
 
 
+def _accounting_of(summary: dict[str, Any], path: Path) -> dict[str, str]:
+    """The run's accountant (from ``DONE``) and the neighbouring relations of its ledger."""
+    from simulations.report import _ledger_relations
+
+    accountant = summary.get("accountant") or summary.get("accounting") or ""
+    relation = _ledger_relations(path / "ledger.json") if accountant else ""
+    return {"accountant": str(accountant), "neighbouring": relation}
+
+
 def result_row(cell: Cell, path: Path) -> dict[str, Any]:
     """One ``results.csv`` row from a cell's run directory (``status`` says if it finished)."""
     row: dict[str, Any] = {"cell": cell.name}
@@ -434,6 +443,7 @@ def result_row(cell: Cell, path: Path) -> dict[str, Any]:
             "wall_seconds": cell_info.get("wall_seconds", summary.get("seconds")),
             "stopped": summary.get("stopped") or "",
             "val_accuracy": summary.get("final_val_accuracy", ""),
+            **_accounting_of(summary, path),
         }
     )
     return row

@@ -29,4 +29,6 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "wall_seconds",
     "stopped",
     "val_accuracy",
+    "accountant",
+    "neighbouring",
 )

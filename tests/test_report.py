@@ -283,9 +283,10 @@ def test_committed_results_md_files_are_generated_from_their_csv():
         assert "± 0.0000" not in md
 
 
-def test_benchmarks_results_md_matches_the_committed_csvs(capsys):
-    doc = REPO / "benchmarks" / "RESULTS.md"
-    text = doc.read_text()
-    assert text.count("<!-- fedkd-report:begin ") >= 5
-    assert splice(text, str(doc), REPO)[0] == text
-    assert main(["report", "--into", str(doc), "--check"]) == 0, capsys.readouterr().err
+@pytest.mark.parametrize(("doc", "blocks"), [("benchmarks/RESULTS.md", 5), ("README.md", 1)])
+def test_committed_docs_match_the_committed_csvs(doc, blocks, capsys):
+    path = REPO / doc
+    text = path.read_text()
+    assert text.count("<!-- fedkd-report:begin ") >= blocks
+    assert splice(text, str(path), REPO)[0] == text
+    assert main(["report", "--into", str(path), "--check"]) == 0, capsys.readouterr().err
