@@ -79,7 +79,7 @@ def accountant_label(accountant: str, relation: str = "") -> str:
     return f"{name} ({rel})"
 
 
-def _ledger_relations(path: Path) -> str:
+def ledger_relations(path: Path) -> str:
     """The neighbouring relations a run's ``ledger.json`` records (``""`` if none)."""
     try:
         data = json.loads(path.read_text())
@@ -105,7 +105,7 @@ def recorded_accounting(row: dict[str, Any], run_dir: Path | None) -> str:
     accountant = summary.get("accountant") or summary.get("accounting")
     if not accountant:
         return NOT_RECORDED
-    return accountant_label(str(accountant), _ledger_relations(run_dir / "ledger.json"))
+    return accountant_label(str(accountant), ledger_relations(run_dir / "ledger.json"))
 
 
 def with_accounting(rows: list[dict[str, Any]], folder: Path | None) -> list[dict[str, Any]]:

@@ -394,10 +394,10 @@ def target_epsilon(cell: Cell) -> float:
 
 def _accounting_of(summary: dict[str, Any], path: Path) -> dict[str, str]:
     """The run's accountant (from ``DONE``) and the neighbouring relations of its ledger."""
-    from simulations.report import _ledger_relations
+    from simulations.report import ledger_relations
 
     accountant = summary.get("accountant") or summary.get("accounting") or ""
-    relation = _ledger_relations(path / "ledger.json") if accountant else ""
+    relation = ledger_relations(path / "ledger.json") if accountant else ""
     return {"accountant": str(accountant), "neighbouring": relation}
 
 

@@ -20,7 +20,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from fedkd.config import Config, ConfigError, DevicePolicy, _build, validate_policy
+from fedkd.config import Config, ConfigError, DevicePolicy, validate_policy
+from fedkd.typed import build
 
 ENV_VAR = "FEDKD_DEVICE_POLICY"
 
@@ -63,7 +64,7 @@ def policy_from_node_config(node_config: Mapping[str, Any]) -> DevicePolicy | No
         raw = {NODE_KEYS[k]: _node_value(k, v) for k, v in present.items()}
     except (TypeError, ValueError) as err:
         raise ConfigError(f"node config: a privacy floor value is malformed ({err})") from err
-    policy = _build(DevicePolicy, raw, "node config ")
+    policy = build(DevicePolicy, raw, "node config ")
     validate_policy(policy, "node config")
     return policy
 
@@ -73,7 +74,7 @@ def policy_from_env() -> DevicePolicy:
     text = os.environ.get(ENV_VAR)
     if not text:
         return DevicePolicy()
-    return _build(DevicePolicy, json.loads(text), "device.")
+    return build(DevicePolicy, json.loads(text), "device.")
 
 
 def device_policy(node_config: Mapping[str, Any]) -> DevicePolicy:
