@@ -7,7 +7,7 @@ then trains that setting on the whole private pool for seeds 0, 1, 2 and reports
 accuracy mean ± std. The test set is only evaluated for the chosen setting. σ is
 calibrated to the cell's ε for every trial (its own steps and sampling rate), by fedkd's
 PLD accountant under the cell's relation. Every trial and run goes through
-:func:`simulations.baselines.central.fit_dpsgd`, the code of ``fedkd baseline central-dpsgd``.
+:func:`fedkd.simulations.baselines.central.fit_dpsgd`, the code of ``fedkd baseline central-dpsgd``.
 
 Grids (6 trials in every cell; momentum 0.9 throughout):
 
@@ -42,10 +42,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from fedkd.simulations.baselines.central import fit_central, fit_dpsgd
+from fedkd.simulations.baselines.common import central_student, load_data
 
 from fedkd.config import Config, load_config
-from simulations.baselines.central import fit_central, fit_dpsgd
-from simulations.baselines.common import central_student, load_data
 
 CONFIGS = Path(__file__).resolve().parents[1] / "simulations" / "configs"
 VALIDATION_FRACTION = 0.1

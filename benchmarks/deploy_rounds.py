@@ -91,7 +91,7 @@ def simulate(root: Path, overrides: list[str], backend: str) -> dict:
         [
             sys.executable,
             "-m",
-            "simulations.cli",
+            "fedkd.simulations.cli",
             "simulate",
             str(CONFIG),
             *sets,

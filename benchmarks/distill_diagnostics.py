@@ -1,7 +1,7 @@
 """Where the accuracy goes: fedkd's teacher and student next to FedAvg, round by round.
 
 For one config (default: the quickstart on digits) and each seed, runs fedkd and the
-``fedavg`` baseline (:func:`simulations.baselines.run_method`: Flower's FedAvg with the
+``fedavg`` baseline (:func:`fedkd.simulations.baselines.run_method`: Flower's FedAvg with the
 student's architecture, the same rounds, clients, partition and local training) on the
 in-process grid and prints, per round:
 
@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from fedkd.simulations.baselines import run_method
+from fedkd.simulations.preflight import preflight
 from torch import nn
 
 from fedkd.clientdata import splits_for
@@ -47,8 +49,6 @@ from fedkd.features import build_client_model, feature_args
 from fedkd.local import client_model_name
 from fedkd.rundir import RunDir
 from fedkd.student import load_student
-from simulations.baselines import run_method
-from simulations.preflight import preflight
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "simulations" / "configs" / "quickstart.yaml"

@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 def merge(folder: Path, new_csv: Path, method: str) -> list[str]:
     """Replace ``folder/results.csv`` rows of ``method`` by those of ``new_csv``; return cells."""
-    from simulations.sweep_plots import plot_accuracy_vs_epsilon, summary_table
+    from fedkd.simulations.sweep_plots import plot_accuracy_vs_epsilon, summary_table
 
     with open(folder / "results.csv", newline="") as f:
         reader = csv.DictReader(f)

@@ -34,7 +34,7 @@ def run(out: Path, *sets: str, config: Path = CONFIG) -> tuple[dict, float]:
     cmd = [
         sys.executable,
         "-m",
-        "simulations.cli",
+        "fedkd.simulations.cli",
         "simulate",
         str(config),
         "--out",
@@ -109,7 +109,7 @@ def client_part(tmp: Path, args: argparse.Namespace) -> None:
     calibrated for each target ε over the planned releases (the sweep's calibration), and
     the server propagates and sharpens the labels it releases (post-processing).
     """
-    from simulations.baselines.calibrate import gaussian_sigma, pate_sigma
+    from fedkd.simulations.baselines.calibrate import gaussian_sigma, pate_sigma
 
     rows, rounds = args.client_rows, args.client_rounds
     common = (

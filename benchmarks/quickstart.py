@@ -25,7 +25,15 @@ CODECS = ("fp32", "fp16", "int8", "onebit", "topk")
 
 def run(out: Path, *sets: str) -> tuple[dict, list[dict], float]:
     """Run ``fedkd simulate`` and return its summary, metric rows and wall time."""
-    cmd = [sys.executable, "-m", "simulations.cli", "simulate", str(CONFIG), "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fedkd.simulations.cli",
+        "simulate",
+        str(CONFIG),
+        "--out",
+        str(out),
+    ]
     for s in sets:
         cmd += ["--set", s]
     t0 = time.perf_counter()

@@ -138,7 +138,7 @@ def corrected(cell) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from simulations.sweep_spec import expand, load_spec
+    from fedkd.simulations.sweep_spec import expand, load_spec
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep")
@@ -148,8 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = {r["cell"]: r for r in csv.DictReader(handle)}
     # The noise expand() would calibrate now is not used here: skip the searches.
     with (
-        mock.patch("simulations.baselines.calibrate.gaussian_sigma", return_value=1.0),
-        mock.patch("simulations.baselines.calibrate.pate_sigma", return_value=1.0),
+        mock.patch("fedkd.simulations.baselines.calibrate.gaussian_sigma", return_value=1.0),
+        mock.patch("fedkd.simulations.baselines.calibrate.pate_sigma", return_value=1.0),
     ):
         cells = expand(load_spec(args.sweep))
     print("| cell | reported ε (add/remove) | corrected ε (replace-one, PLD) | accuracy |")

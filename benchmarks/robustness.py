@@ -23,7 +23,15 @@ CONFIG = ROOT / "simulations" / "configs" / "quickstart.yaml"
 def run(out: Path, rounds: int, *sets: str) -> float:
     """Final student accuracy of one in-process run."""
     base = ["runtime.backend=inprocess", "clients.num_clients=20", f"rounds={rounds}"]
-    cmd = [sys.executable, "-m", "simulations.cli", "simulate", str(CONFIG), "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fedkd.simulations.cli",
+        "simulate",
+        str(CONFIG),
+        "--out",
+        str(out),
+    ]
     for s in (*base, *sets):
         cmd += ["--set", s]
     subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True)

@@ -1,7 +1,7 @@
 """Your own CNN on your own data from an ``.npz`` file, run from Python.
 
 The npz is generated from scikit-learn's digits (uint8 images, a train/test split), then
-the run goes through ``simulations.api.run`` (the same path as ``fedkd simulate``):
+the run goes through ``fedkd.simulations.api.run`` (the same path as ``fedkd simulate``):
 
     python examples/own_cnn_npz.py                 # in-process, 5 rounds
     python examples/own_cnn_npz.py --rounds 20
@@ -19,10 +19,9 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from fedkd.simulations import api
 from sklearn.datasets import load_digits
 from usernets import OwnCNN
-
-from simulations import api
 
 
 def write_npz(path: Path) -> Path:

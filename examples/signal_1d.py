@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from simulations import api
+from fedkd.simulations import api
 
 
 def main(argv: list[str] | None = None) -> api.RunResult:

@@ -17,7 +17,7 @@ from fedkd.models import BUILTIN, MODELS, ModelError, portable_name, process_loc
 def check_portable(name: str, key: str) -> None:
     """Refuse a model name that Ray workers cannot resolve: one registered in this process.
 
-    Ray workers know the built-in names and import paths only. :func:`simulations.api.run`
+    Ray workers know the built-in names and import paths only. :func:`fedkd.simulations.api.run`
     turns a registered name into its factory's import path when it has one.
 
     Raises
@@ -31,7 +31,7 @@ def check_portable(name: str, key: str) -> None:
     if path != name:
         raise ModelError(
             f"{key}: model '{name}' is registered in this process only; Ray workers need its "
-            f"import path '{path}' (simulations.api.run passes it for you)"
+            f"import path '{path}' (fedkd.simulations.api.run passes it for you)"
         )
     if process_local(name):
         raise ModelError(

@@ -19,7 +19,8 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedkd.config import Config, load_config
 from fedkd.rundir import RunDir, prepare
-from server.runner import serve
+
+from .runner import serve
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ def make_server_app(
 ) -> ServerApp:
     """A ServerApp bound to a resolved config and a prepared run directory.
 
-    Setting ``stop`` ends the ServerApp (:class:`~server.grid.RunStoppedError`) at its
+    Setting ``stop`` ends the ServerApp (:class:`~fedkd.server.grid.RunStoppedError`) at its
     next wait for client replies: Flower runs it in a non-daemon thread that would otherwise
     keep an interrupted simulation's process alive until the round timeouts ran out. With
     ``stop`` the grid is wrapped in ``FastPollGrid``, so replies are also polled every 0.1 s
@@ -44,7 +45,7 @@ def make_server_app(
     def main(grid: Grid, context: Context) -> None:
         torch.set_num_threads(1)
         if stop is not None:
-            from server.grid import FastPollGrid
+            from .grid import FastPollGrid
 
             grid = FastPollGrid(grid, stop=stop)
         serve(grid, cfg, run, state_dir=state_dir)
@@ -86,9 +87,10 @@ def main(grid: Grid, context: Context) -> None:
     fedkd's progress lines go to the ServerApp's output (``flwr run --stream``, ``flwr log``),
     ending with the results folder. In a simulation with fewer SuperNodes than
     ``clients.num_clients`` it fails within seconds with one line naming the
-    ``--federation-config`` to pass (:mod:`server.flwr_federation`), before any file is written.
+    ``--federation-config`` to pass (:mod:`fedkd.server.flwr_federation`), before any file is
+    written.
     """
-    from server.flwr_federation import (
+    from .flwr_federation import (
         FederationSizeError,
         check_simulation_size,
         is_simulation,
@@ -118,7 +120,7 @@ def main(grid: Grid, context: Context) -> None:
         out,
     )
     _dump_stacks_on_sigusr1(out / STACKS)
-    from server.grid import FastPollGrid  # replies polled every 0.1 s, not 3 s
+    from .grid import FastPollGrid  # replies polled every 0.1 s, not 3 s
 
     summary = serve(FastPollGrid(grid), cfg, run, state_dir=str(out / "clients"))
     logger.info(

@@ -6,7 +6,7 @@ per client (``clients.num_clients``), so the README's command passes
 ``--federation-config "num-supernodes=N"``; a simulation with fewer SuperNodes fails at once
 with :class:`FederationSizeError` (one line naming that option), not after a round timeout.
 
-``python -m server.flwr_federation stop`` stops the local SuperLink that ``flwr run`` started
+``python -m fedkd.server.flwr_federation stop`` stops the local SuperLink that ``flwr run`` started
 under ``$FLWR_HOME`` (default ``~/.flwr``) and the Flower processes it launched (Linux: reads
 ``/proc``).
 """
@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 SIM_NODES_WAIT = 10.0  # seconds a simulated ServerApp waits for its SuperNodes to register
 SIM_NODES_SETTLE = 1.0  # a node count unchanged this long is final (registered in one loop)
+#: ``flwr run .`` loads server/ and client/ from the app directory as top-level ``server``
+#: and ``client`` (pyproject's app components), so their loggers carry those names there.
 FEDKD_LOGGERS = ("fedkd", "server", "client")
 FLOWER_PROCESSES = ("flower-superlink", "flower-superexec", "flwr-serverapp", "flwr-simulation")
 _HANDLER_FLAG = "_fedkd_flwr_run"
@@ -186,8 +188,8 @@ def _is_zombie(pid: int) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m server.flwr_federation stop``: stop the local SuperLink (see module doc)."""
-    parser = argparse.ArgumentParser(prog="python -m server.flwr_federation")
+    """``python -m fedkd.server.flwr_federation stop``: stop the local SuperLink (module doc)."""
+    parser = argparse.ArgumentParser(prog="python -m fedkd.server.flwr_federation")
     parser.add_argument("action", choices=["stop"])
     parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -20,7 +20,8 @@ from fedkd.privacy.ledger import PrivacyLedger
 from fedkd.rundir import CHECKPOINT, LEDGER, RunDir, RunDirError
 from fedkd.student import Student
 from fedkd.teacher import TeacherCache
-from server.record import RoundRecord
+
+from .record import RoundRecord
 
 logger = logging.getLogger(__name__)
 

@@ -16,8 +16,9 @@ from fedkd.rundir import RunDir
 from fedkd.student import Student
 from fedkd.teacher import TeacherCache
 from fedkd.validation import final_val
-from server.recorder import RunRecorder
-from server.strategy import DistillStrategy
+
+from .recorder import RunRecorder
+from .strategy import DistillStrategy
 
 logger = logging.getLogger(__name__)
 

@@ -26,11 +26,12 @@ from fedkd.student import Student
 from fedkd.teacher import ReplyError, TeacherCache, accuracy, decode_reply
 from fedkd.validation import val_metrics
 from fedkd.wire import wire_dict
-from server.record import Reply, RoundRecord
+
+from .record import Reply, RoundRecord
 
 logger = logging.getLogger(__name__)
 
-#: Error codes of the faults a simulation injects (client.app's SIMULATED_DROPOUT and
+#: Error codes of the faults a simulation injects (fedkd.client.app's SIMULATED_DROPOUT and
 #: SIMULATED_LOSS): planned, so they never make a client count as failing.
 SIMULATED_FAULTS = frozenset({101, 102})
 SIMULATED = "simulated fault"

@@ -1,13 +1,13 @@
 """Run a fedkd simulation from Python: your config, models and data in code.
 
 :func:`run` goes through the same steps as ``fedkd simulate`` (config, preflight,
-:func:`simulations.runner.simulate`, which drives :func:`server.runner.serve`), so a run
+:func:`fedkd.simulations.runner.simulate`, which drives :func:`fedkd.server.runner.serve`), so a run
 from Python and one from the command line with the same config and seed give the same
 metrics.
 
 Example
 -------
->>> from simulations import api
+>>> from fedkd.simulations import api
 >>> result = api.run(
 ...     "simulations/configs/quickstart.yaml",
 ...     overrides=["rounds=2", "runtime.backend=inprocess"],
@@ -95,10 +95,11 @@ def run(
     ConfigError, DataError, ModelError, RunDirError
         The user errors ``fedkd simulate`` reports in one line.
     """
+    from fedkd.simulations.preflight import preflight
+    from fedkd.simulations.runner import simulate
+
     from fedkd.rundir import RunDir
     from fedkd.student import load_student
-    from simulations.preflight import preflight
-    from simulations.runner import simulate
 
     for name, factory in (models or {}).items():  # before the config names them
         register_model(name, factory)

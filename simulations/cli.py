@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from fedkd.config import Config
 
-logger = logging.getLogger("simulations.cli")
+logger = logging.getLogger("fedkd.simulations.cli")
 
 EXIT_USAGE = 2
 #: Exit status of a run that finished while some clients failed every round they were asked.
@@ -41,10 +41,10 @@ class Interrupted(KeyboardInterrupt):
 
 
 def _simulate_interruptible(cfg: Config, out: Path, resume: bool) -> dict:
-    """:func:`simulations.runner.simulate`; Ctrl-C names the run directory to resume."""
+    """:func:`fedkd.simulations.runner.simulate`; Ctrl-C names the run directory to resume."""
     import shlex
 
-    from simulations.runner import simulate
+    from fedkd.simulations.runner import simulate
 
     try:
         return simulate(cfg, out, resume=resume)
@@ -60,12 +60,12 @@ def _simulate_interruptible(cfg: Config, out: Path, resume: bool) -> dict:
 # Modules that add sub-commands: each has ``register(subparsers)``, which adds a parser
 # whose ``func(args) -> int`` runs the command. User errors raise ConfigError (exit 2).
 EXTENSIONS = (
-    "simulations.privacy_report",
-    "simulations.sweep",
-    "simulations.report",
-    "simulations.tune",
-    "client.deploy_cli",
-    "simulations.export_cli",
+    "fedkd.simulations.privacy_report",
+    "fedkd.simulations.sweep",
+    "fedkd.simulations.report",
+    "fedkd.simulations.tune",
+    "fedkd.client.deploy_cli",
+    "fedkd.simulations.export_cli",
 )
 #: What ``fedkd --help`` says about itself: plain text, not the module's reST docstring.
 DESCRIPTION = (
@@ -126,8 +126,7 @@ def _setup_logging(verbose: bool) -> None:
         handler, fmt = logging.StreamHandler(sys.stdout), "%(levelname)-8s %(message)s"
     handler.setFormatter(logging.Formatter(fmt))
     logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
-    for ours in ("fedkd", "server", "client", "simulations"):
-        logging.getLogger(ours).setLevel(logging.INFO)
+    logging.getLogger("fedkd").setLevel(logging.INFO)  # fedkd.server, .client, .simulations too
     if not verbose:
         import flwr.common.logger  # noqa: F401 - Flower configures its logger on import
 
@@ -163,7 +162,7 @@ def _report(summary: dict, out: Path) -> int:
     sys.stdout.write(_summary_line(summary, out) + "\n")
     failing = summary.get("failed_clients")
     if failing:
-        from server.runner import failed_clients_line
+        from fedkd.server.runner import failed_clients_line
 
         sys.stderr.write(f"fedkd: error: {failed_clients_line(failing)}\n")
         return EXIT_CLIENTS_FAILED
@@ -171,9 +170,10 @@ def _report(summary: dict, out: Path) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
+    from fedkd.simulations.preflight import preflight
+
     from fedkd.config import ConfigError, load_config
     from fedkd.rundir import RunDir, RunFinished, check_fresh
-    from simulations.preflight import preflight
 
     if args.resume:
         if args.config or args.set or args.out:

@@ -36,15 +36,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fedkd.atomic import write_text
-from fedkd.config import ConfigError
-from simulations.report_tables import (
+from fedkd.simulations.report_tables import (
     ACCOUNTING,
     NOT_RECORDED,
     TableError,
     headline_table,
     results_table,
 )
+
+from fedkd.atomic import write_text
+from fedkd.config import ConfigError
 
 RESULTS_CSV = "results.csv"
 TABLES = ("results", "headline")

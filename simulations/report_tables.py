@@ -1,7 +1,7 @@
 """Markdown tables of sweep results: one row per group of seeds, and a headline pivot.
 
 Pure functions of ``results.csv`` rows (dicts of strings or numbers, as
-:func:`simulations.sweep.result_row` or :class:`csv.DictReader` give them). A *group* is
+:func:`fedkd.simulations.sweep.result_row` or :class:`csv.DictReader` give them). A *group* is
 one (method, privacy mechanism, target ε, setting): its rows differ only by seed.
 Accuracies are the mean ± standard deviation over the group's seeds (sample std,
 ``ddof=1``, as in the sweep plots and ``fedkd tune``'s summary); a group with one seed
@@ -21,7 +21,7 @@ import numpy as np
 METHOD_ORDER = ("fedkd", "central", "central-dpsgd", "local", "fedavg", "dp-fedavg")
 #: Privacy level of each mechanism: whose data one ε protects.
 LEVEL = {"dpsgd": "example", "gaussian": "client", "pate": "client"}
-#: The column a row's accountant comes from (see :mod:`simulations.report`).
+#: The column a row's accountant comes from (see :mod:`fedkd.simulations.report`).
 ACCOUNTING = "accounting"
 NOT_RECORDED = "not recorded"
 _NOT_SETTING = {"cell", "epsilon", "privacy.mechanisms", "method", "seed", ACCOUNTING}
@@ -74,7 +74,7 @@ def mean_std_text(values: list[float]) -> str:
 
 def setting_of(row: dict[str, Any]) -> str:
     """Other swept values of a row (not method, seed, ε, mechanism), e.g. ``clients.lr=0.1``."""
-    from simulations.sweep_columns import RESULT_COLUMNS
+    from fedkd.simulations.sweep_columns import RESULT_COLUMNS
 
     skip = _NOT_SETTING | set(RESULT_COLUMNS) | {"val_accuracy", "accountant", "neighbouring"}
     keys = [k for k in row if k not in skip and not k.startswith("_")]

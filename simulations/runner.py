@@ -12,9 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from fedkd.simulations.central_only import refuse_central_only
+
 from fedkd.config import Config
 from fedkd.rundir import RunDir, prepare
-from simulations.central_only import refuse_central_only
 
 logger = logging.getLogger(__name__)
 
@@ -77,10 +78,9 @@ def device_floor(cfg: Config) -> Iterator[None]:
 
 def _simulate_inprocess(cfg: Config, run: RunDir, state_dir: str) -> dict[str, Any]:
     import torch
-
-    from client.app import app as client_app
-    from server.runner import serve
-    from simulations.localgrid import LocalGrid
+    from fedkd.client.app import app as client_app
+    from fedkd.server.runner import serve
+    from fedkd.simulations.localgrid import LocalGrid
 
     torch.set_num_threads(1)
     grid = LocalGrid(client_app, cfg.clients.num_clients)
@@ -88,11 +88,10 @@ def _simulate_inprocess(cfg: Config, run: RunDir, state_dir: str) -> dict[str, A
 
 
 def _simulate_ray(cfg: Config, run: RunDir, state_dir: str) -> dict[str, Any]:
+    from fedkd.client.app import app as client_app
+    from fedkd.server.app import make_server_app
+    from fedkd.server.grid import RunStoppedError
     from flwr.simulation import run_simulation
-
-    from client.app import app as client_app
-    from server.app import make_server_app
-    from server.grid import RunStoppedError
 
     backend_config = {
         "client_resources": {"num_cpus": cfg.runtime.cpus_per_client, "num_gpus": 0.0},

@@ -1,6 +1,6 @@
 """``fedkd sweep``: run a grid of cells (resumable, optionally in parallel), write the results.
 
-The sweep file format, cells and names are in :mod:`simulations.sweep_spec`. Resuming: a
+The sweep file format, cells and names are in :mod:`fedkd.simulations.sweep_spec`. Resuming: a
 cell whose directory holds ``DONE`` is skipped; a cell directory without it (an interrupted
 run) is deleted and the cell rerun. After every cell ``results.csv`` is rewritten
 atomically; at the end the plots are drawn.
@@ -24,11 +24,8 @@ from typing import Any
 
 import numpy as np
 import yaml
-
-from fedkd.atomic import write_json, write_text
-from fedkd.config import Config, ConfigError
-from simulations.sweep_columns import RESULT_COLUMNS
-from simulations.sweep_spec import (  # noqa: F401 - re-exported: the sweep API in one place
+from fedkd.simulations.sweep_columns import RESULT_COLUMNS
+from fedkd.simulations.sweep_spec import (  # noqa: F401 - re-exported: the sweep API in one place
     SPECIAL_KEYS,
     Cell,
     SweepSpec,
@@ -43,6 +40,9 @@ from simulations.sweep_spec import (  # noqa: F401 - re-exported: the sweep API 
     swept_keys,
 )
 
+from fedkd.atomic import write_json, write_text
+from fedkd.config import Config, ConfigError
+
 logger = logging.getLogger(__name__)
 
 CELL_FILE = "cell.json"
@@ -52,7 +52,7 @@ RESULTS_CSV = "results.csv"
 
 
 def _run_cell(cell: Cell, path: Path) -> dict[str, Any]:
-    from simulations.baselines import run_method
+    from fedkd.simulations.baselines import run_method
 
     return run_method(cell.method, cell.config, path)
 
@@ -114,7 +114,7 @@ def run_sweep(
     write_text(out / "sweep.yaml", yaml.safe_dump(_spec_dict(spec), sort_keys=False))
     failed = run_cells(cells, out, jobs=jobs, progress=progress)
     rows = write_results(out, cells)
-    from simulations.sweep_plots import plot_sweep, summary_table
+    from fedkd.simulations.sweep_plots import plot_sweep, summary_table
 
     write_text(out / "results.md", summary_table(rows, out))
     if plots:
@@ -156,7 +156,7 @@ def run_cells(
     int
         The number of cells that failed (a ConfigError in a cell is raised instead).
     """
-    from simulations.runner import set_offline_env
+    from fedkd.simulations.runner import set_offline_env
 
     set_offline_env()
     todo = [c for c in cells if not (out / c.name / "DONE").exists()]
@@ -334,7 +334,7 @@ def report(
     spec: SweepSpec, out: str | Path, *, plots: bool = True
 ) -> tuple[list[Cell], list[dict[str, Any]]]:
     """Rewrite ``results.csv``, ``results.md`` and the plots from the finished cells only."""
-    from simulations.sweep_plots import plot_sweep, summary_table
+    from fedkd.simulations.sweep_plots import plot_sweep, summary_table
 
     out = Path(out)
     cells = expand(spec)
@@ -394,7 +394,7 @@ def target_epsilon(cell: Cell) -> float:
 
 def _accounting_of(summary: dict[str, Any], path: Path) -> dict[str, str]:
     """The run's accountant (from ``DONE``) and the neighbouring relations of its ledger."""
-    from simulations.report import ledger_relations
+    from fedkd.simulations.report import ledger_relations
 
     accountant = summary.get("accountant") or summary.get("accounting") or ""
     relation = ledger_relations(path / "ledger.json") if accountant else ""
@@ -481,8 +481,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_baseline(args: argparse.Namespace) -> int:
+    from fedkd.simulations.baselines import run_method
+
     from fedkd.config import load_config
-    from simulations.baselines import run_method
 
     cfg = load_config(args.config, args.set)
     out = Path(args.out) if args.out else Path("runs") / f"{Path(args.config).stem}-{args.method}"
@@ -504,7 +505,7 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     """Add ``fedkd sweep`` and ``fedkd baseline`` to the ``fedkd`` command line."""
-    from simulations.baselines import METHODS
+    from fedkd.simulations.baselines import METHODS
 
     sweep = subparsers.add_parser("sweep", help="run a grid of runs and baselines, resumable")
     sweep.add_argument("config", help="sweep YAML (base:, grid: or grids:, set:, per_method:)")

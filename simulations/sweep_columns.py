@@ -1,7 +1,7 @@
 """The columns every row of a sweep's ``results.csv`` has, after the swept keys.
 
-Shared by :mod:`simulations.sweep` (which writes the table) and
-:mod:`simulations.sweep_plots` (which tells swept settings from results).
+Shared by :mod:`fedkd.simulations.sweep` (which writes the table) and
+:mod:`fedkd.simulations.sweep_plots` (which tells swept settings from results).
 """
 
 from __future__ import annotations

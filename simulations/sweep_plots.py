@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from simulations.report_tables import mean_std
+from fedkd.simulations.report_tables import mean_std
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +32,7 @@ def _num(value: Any) -> float:
 
 def setting_of(row: dict[str, Any]) -> str:
     """Other swept values of a row (not method, seed, ε, mechanism), e.g. ``clients.lr=0.1``."""
-    from simulations.report_tables import setting_of as _setting_of
+    from fedkd.simulations.report_tables import setting_of as _setting_of
 
     return _setting_of(row)
 
@@ -284,12 +283,12 @@ def plot_sweep(out: str | Path, rows: list[dict[str, Any]]) -> list[Path]:
 
 
 def summary_table(rows: list[dict[str, Any]], out: str | Path | None = None) -> str:
-    """The sweep's ``results.md``: :func:`simulations.report_tables.results_table` of ``rows``.
+    """The sweep's ``results.md``: :func:`~fedkd.simulations.report_tables.results_table`.
 
     ``out`` (the sweep folder) lets the accountant column read what each cell's run folder
     recorded; without it the column says ``not recorded``.
     """
-    from simulations.report import with_accounting
-    from simulations.report_tables import results_table
+    from fedkd.simulations.report import with_accounting
+    from fedkd.simulations.report_tables import results_table
 
     return results_table(with_accounting(rows, Path(out) if out is not None else None))

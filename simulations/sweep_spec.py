@@ -16,12 +16,12 @@ swept and not part of the cell names (e.g. the recipe of one privacy path).
 
 Each cell of the cartesian product of a grid is one run in ``OUT/<cell name>``; the name
 is built from the swept values, so it is the same on every rerun. Two keys are special:
-``method`` (one of :data:`simulations.baselines.METHODS`, default ``fedkd``) and ``epsilon``
-(a target ε turned into each method's noise setting by
-:func:`simulations.baselines.calibrate.apply_epsilon`; ``.inf`` = non-private). Every other key is
-a dotted config key.
+``method`` (one of :data:`fedkd.simulations.baselines.METHODS`, default ``fedkd``) and
+``epsilon`` (a target ε turned into each method's noise setting by
+:func:`fedkd.simulations.baselines.calibrate.apply_epsilon`; ``.inf`` = non-private).
+Every other key is a dotted config key.
 
-Running the cells and writing the results: :mod:`simulations.sweep`.
+Running the cells and writing the results: :mod:`fedkd.simulations.sweep`.
 """
 
 from __future__ import annotations
@@ -292,8 +292,8 @@ def expand(spec: SweepSpec) -> list[Cell]:
     ConfigError
         For an unknown method or a cell whose config is invalid (named in the message).
     """
-    from simulations.baselines import METHODS
-    from simulations.baselines.calibrate import apply_epsilon
+    from fedkd.simulations.baselines import METHODS
+    from fedkd.simulations.baselines.calibrate import apply_epsilon
 
     cells: list[Cell] = []
     seen: dict[str, dict[str, Any]] = {}  # cell name -> the grid set it came with

@@ -1,6 +1,6 @@
 """``fedkd tune``: one tuning protocol, the same for every method.
 
-For every tuned series (a method and its fixed settings, see :mod:`simulations.tune_spec`)
+For every tuned series (a method and its fixed settings, see :mod:`fedkd.simulations.tune_spec`)
 and every target ε:
 
 1. run the same number K of trials (settings drawn from the series' search space) on the
@@ -35,12 +35,12 @@ from typing import Any
 
 import numpy as np
 import yaml
+from fedkd.simulations.sweep import run_cells, write_results
+from fedkd.simulations.sweep_spec import Cell, _fmt, _plain
+from fedkd.simulations.tune_spec import TuneSpec, candidates, final_cell, load_tune, trial_cell
 
 from fedkd.atomic import write_text
 from fedkd.config import ConfigError
-from simulations.sweep import run_cells, write_results
-from simulations.sweep_spec import Cell, _fmt, _plain
-from simulations.tune_spec import TuneSpec, candidates, final_cell, load_tune, trial_cell
 
 __all__ = ["register", "run_tune", "select", "val_accuracy"]
 

@@ -24,10 +24,10 @@ A space of lists only with at least ``trials`` points gives ``trials`` distinct 
 points; any range makes every trial an independent draw. Draws come from a
 ``numpy.random.Generator`` seeded by ``seed`` and the series name, and every ε of a series
 gets the same candidates. The noise keys set by
-:func:`simulations.baselines.calibrate.apply_epsilon`, ``seed`` and ``data.validation_fraction``
-cannot be searched.
+:func:`fedkd.simulations.baselines.calibrate.apply_epsilon`, ``seed`` and
+``data.validation_fraction`` cannot be searched.
 
-Running the trials, the selection and the final runs: :mod:`simulations.tune`.
+Running the trials, the selection and the final runs: :mod:`fedkd.simulations.tune`.
 """
 
 from __future__ import annotations
@@ -42,9 +42,17 @@ from typing import Any
 
 import numpy as np
 import yaml
+from fedkd.simulations.sweep_spec import (
+    Cell,
+    _assign,
+    _epsilon,
+    _merge,
+    _nest,
+    cell_name,
+    resolve_base,
+)
 
 from fedkd.config import Config, ConfigError, from_dict
-from simulations.sweep_spec import Cell, _assign, _epsilon, _merge, _nest, cell_name, resolve_base
 
 __all__ = ["Range", "Series", "TuneSpec", "candidates", "final_cell", "load_tune", "parse_tune"]
 
@@ -142,7 +150,7 @@ def _space(name: str, raw: Any) -> dict[str, list[Any] | Range]:
 
 
 def _series(name: str, raw: Any) -> Series:
-    from simulations.baselines import METHODS
+    from fedkd.simulations.baselines import METHODS
 
     if not isinstance(raw, Mapping):
         raise ConfigError(f"tune: methods.{name} must be a mapping (method, epsilon, set, space)")
@@ -345,7 +353,7 @@ def run_config(
 ) -> Config:
     """The config of one run: base, ``set``, the series' ``set``, the settings, the
     validation split, the seed, then the noise calibrated to ``epsilon``."""
-    from simulations.baselines.calibrate import apply_epsilon
+    from fedkd.simulations.baselines.calibrate import apply_epsilon
 
     raw = _merge(_merge(spec.base, spec.overrides), series.fixed)
     for key, value in settings.items():

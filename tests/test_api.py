@@ -7,10 +7,9 @@ import json
 import byom_user
 import numpy as np
 import torch
+from fedkd.simulations import api
+from fedkd.simulations.cli import main
 from torch import nn
-
-from simulations import api
-from simulations.cli import main
 
 TINY = {
     "seed": 5,

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from fedkd.simulations.cli import main
+from fedkd.simulations.preflight import preflight
+from fedkd.simulations.runner import simulate
 
 from fedkd.config import from_dict
 from fedkd.models import ModelError, linear, register_model
-from simulations.cli import main
-from simulations.preflight import preflight
-from simulations.runner import simulate
 
 TINY = [
     "runtime.backend=inprocess",
@@ -106,8 +106,7 @@ def test_registered_lambda_runs_inprocess_but_is_refused_for_ray(tmp_path):
 
 def test_registered_module_level_model_reaches_ray_only_by_its_import_path():
     import byom_user
-
-    from simulations.api import bring_your_own
+    from fedkd.simulations.api import bring_your_own
 
     register_model("tiny", byom_user.TinyCNN)
     ray_cfg = from_dict({}, TINY + ["clients.models=[tiny]", "runtime.backend=ray"])

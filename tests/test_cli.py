@@ -10,8 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from simulations.cli import main
+from fedkd.simulations.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "simulations" / "configs" / "quickstart.yaml"
@@ -81,7 +80,7 @@ def test_ray_simulation_three_clients_two_rounds_leaves_nothing_running(tmp_path
     cmd = [
         sys.executable,
         "-m",
-        "simulations.cli",
+        "fedkd.simulations.cli",
         "simulate",
         str(QUICKSTART),
         "--out",
@@ -140,12 +139,12 @@ def test_a_bad_name_fails_before_any_run_directory_exists(tiny, capsys, sets):
 
 
 def test_a_start_that_crashed_before_round_one_does_not_block_the_rerun(tiny, monkeypatch):
-    import simulations.runner
+    import fedkd.simulations.runner
 
     def crash(*args, **kwargs):
         raise RuntimeError("the runtime failed to start")
 
-    monkeypatch.setattr(simulations.runner, "_simulate_inprocess", crash)
+    monkeypatch.setattr(fedkd.simulations.runner, "_simulate_inprocess", crash)
     with pytest.raises(RuntimeError):
         main(["simulate", str(tiny)])
     out = tiny.parent / "runs" / "tiny"
@@ -204,16 +203,16 @@ def test_out_naming_an_existing_file_is_one_line(tiny, capsys):
 
 
 def test_a_client_failing_every_round_makes_the_run_exit_3_naming_it(tiny, capsys, monkeypatch):
-    import client.app
+    import fedkd.client.app
 
-    real = client.app.local_round
+    real = fedkd.client.app.local_round
 
     def broken_on_client_1(cfg, data, cid, *args, **kwargs):
         if cid == 1:
             raise OSError("disk full")
         return real(cfg, data, cid, *args, **kwargs)
 
-    monkeypatch.setattr(client.app, "local_round", broken_on_client_1)
+    monkeypatch.setattr(fedkd.client.app, "local_round", broken_on_client_1)
     assert main(["simulate", str(tiny), "--set", "rounds=2"]) == 3
     err = capsys.readouterr().err
     line = "fedkd: error: 1 client(s) failed every round they were asked: 1; first reason: node 1:"
@@ -242,7 +241,7 @@ def test_version_prints_the_installed_package_version_and_exits_0(capsys):
 def test_verbose_is_accepted_before_or_after_the_sub_command(
     tmp_path, monkeypatch, where, expected
 ):
-    import simulations.cli as cli
+    import fedkd.simulations.cli as cli
 
     seen = []
     monkeypatch.setattr(cli, "_setup_logging", seen.append)
@@ -258,7 +257,7 @@ def test_verbose_is_accepted_before_or_after_the_sub_command(
 
 
 def test_verbose_after_a_nested_sub_command_parses():
-    from simulations.cli import build_parser
+    from fedkd.simulations.cli import build_parser
 
     args = build_parser().parse_args(["keys", "ca", "--out", "x", "-v"])
     assert args.verbose is True
@@ -276,7 +275,7 @@ def test_top_level_help_is_plain_text_not_rest(capsys):
 def test_ctrl_c_names_the_run_directory_to_resume_if_anything_was_written(
     tiny, capsys, monkeypatch, written
 ):
-    import simulations.runner
+    import fedkd.simulations.runner
 
     def interrupted(cfg, out, *, resume=False):
         if written:
@@ -284,7 +283,7 @@ def test_ctrl_c_names_the_run_directory_to_resume_if_anything_was_written(
             (out / "config.yaml").write_text("rounds: 1\n")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(simulations.runner, "simulate", interrupted)
+    monkeypatch.setattr(fedkd.simulations.runner, "simulate", interrupted)
     out = tiny.parent / "my run"
     assert main(["simulate", str(tiny), "--out", str(out)]) == 130
     err = capsys.readouterr().err

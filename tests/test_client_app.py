@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from fedkd.client.app import app
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
-from client.app import app
 from fedkd import protocol as proto
 from fedkd.clientdata import splits_for
 from fedkd.config import from_dict, to_dict
@@ -91,7 +91,7 @@ def test_bad_partition_gives_an_error_reply_naming_the_node():
 
 def test_an_unexpected_failure_reaches_the_server_without_its_text(monkeypatch):
     # Prepare: a failure whose message carries a fact of the private data.
-    import client.app as client_app
+    import fedkd.client.app as client_app
 
     def boom(*args, **kwargs):
         raise RuntimeError("private label 7 at row 12")

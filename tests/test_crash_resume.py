@@ -43,7 +43,7 @@ KEYS = (
 
 
 def _cmd(*extra: str) -> list[str]:
-    cmd = [sys.executable, "-m", "simulations.cli", "simulate", *extra]
+    cmd = [sys.executable, "-m", "fedkd.simulations.cli", "simulate", *extra]
     return cmd
 
 
@@ -109,9 +109,10 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
 
 
 def test_damaged_checkpoint_is_reported_not_used(tmp_path):
+    from fedkd.simulations.runner import simulate
+
     from fedkd.config import from_dict
     from fedkd.rundir import RunDirError
-    from simulations.runner import simulate
 
     cfg = from_dict(
         {

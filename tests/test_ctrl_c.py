@@ -16,8 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from simulations.runner import RunSimulationNoticeFilter
+from fedkd.simulations.runner import RunSimulationNoticeFilter
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "simulations" / "configs" / "quickstart.yaml"
@@ -41,7 +40,15 @@ def _default_sigint() -> None:
 def test_ctrl_c_in_round_one_prints_the_resume_command_and_no_traceback(tmp_path):
     out, log = tmp_path / "run", tmp_path / "output.txt"
     sets = [a for s in SETS for a in ("--set", s)]
-    cmd = [sys.executable, "-m", "simulations.cli", "simulate", str(QUICKSTART), "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fedkd.simulations.cli",
+        "simulate",
+        str(QUICKSTART),
+        "--out",
+        str(out),
+    ]
     with log.open("w") as sink:
         proc = subprocess.Popen(
             [*cmd, *sets],
@@ -73,7 +80,7 @@ def test_ctrl_c_in_round_one_prints_the_resume_command_and_no_traceback(tmp_path
     )
     assert not (out / "DONE").exists()
     resumed = subprocess.run(
-        [sys.executable, "-m", "simulations.cli", "simulate", "--resume", str(out)],
+        [sys.executable, "-m", "fedkd.simulations.cli", "simulate", "--resume", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -99,7 +106,7 @@ def test_the_notice_filter_drops_only_the_run_simulation_notice():
 
 
 def test_the_notice_filter_is_on_the_flwr_logger_only_without_verbose(monkeypatch):
-    from simulations.runner import _quiet_flower
+    from fedkd.simulations.runner import _quiet_flower
 
     monkeypatch.delenv("FLWR_LOG_LEVEL", raising=False)
     flwr_logger = logging.getLogger("flwr")

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fedkd.simulations.cli import main
+from fedkd.simulations.runner import simulate
 
 from fedkd.clientdata import splits_for
 from fedkd.config import from_dict
@@ -17,8 +19,6 @@ from fedkd.export import onnx_variant, predict_all
 from fedkd.modelcard import export_run
 from fedkd.rundir import prepare
 from fedkd.student import load_student
-from simulations.cli import main
-from simulations.runner import simulate
 
 TINY = [
     "runtime.backend=inprocess",

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fedkd.simulations import api
 
 from fedkd import models
 from fedkd.models import SmallCNN1d
-from simulations import api
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "simulations" / "configs" / "quickstart.yaml"
 

@@ -19,8 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from server.flwr_federation import FederationSizeError, check_simulation_size, fix_command
+from fedkd.server.flwr_federation import FederationSizeError, check_simulation_size, fix_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,7 +38,7 @@ def readme_run_line() -> str:
 
 def readme_stop_line() -> str:
     """The README's command that stops the local SuperLink."""
-    return _readme_line(r"^python -m server\.flwr_federation stop")
+    return _readme_line(r"^python -m fedkd\.server\.flwr_federation stop")
 
 
 def _free_port() -> int:

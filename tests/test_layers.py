@@ -1,10 +1,13 @@
-"""Layers point one way: ``fedkd`` -> ``server``/``client`` -> ``simulations``, no cycles.
+"""Layers point one way: ``fedkd`` -> ``fedkd.server``/``fedkd.client`` -> ``fedkd.simulations``.
 
-The import graph is read from the source with :mod:`ast` (every ``import`` statement,
-function-level ones included; those under ``if TYPE_CHECKING:`` never run and are left
-out). ``fedkd/`` imports none of the other three packages; ``server/`` and ``client/``
-import only ``fedkd`` (and themselves); no two modules of the four packages import each
-other in a cycle, however long.
+The folders ``server/``, ``client/`` and ``simulations/`` install as ``fedkd.server``,
+``fedkd.client`` and ``fedkd.simulations`` (``pyproject.toml``); the rest of ``fedkd/`` is
+the core. The import graph is read from the source with :mod:`ast` (every ``import``
+statement, function-level ones included; those under ``if TYPE_CHECKING:`` never run and
+are left out). The core imports none of the other three; ``fedkd.server`` and
+``fedkd.client`` import only the core (and themselves); nothing imports a top-level
+``server``, ``client`` or ``simulations`` (that would load a second copy of a module
+beside the installed one); no two modules import each other in a cycle, however long.
 """
 
 from __future__ import annotations
@@ -15,24 +18,40 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("fedkd", "server", "client", "simulations")
-#: Project packages each package may import (besides third-party libraries).
-ALLOWED = {
-    "fedkd": {"fedkd"},
-    "server": {"fedkd", "server"},
-    "client": {"fedkd", "client"},
-    "simulations": set(PACKAGES),
+#: Source folder -> the package it installs as.
+FOLDERS = {
+    "fedkd": "fedkd",
+    "server": "fedkd.server",
+    "client": "fedkd.client",
+    "simulations": "fedkd.simulations",
 }
+#: Layers each layer may import (besides third-party libraries).
+ALLOWED = {
+    "core": {"core"},
+    "server": {"core", "server"},
+    "client": {"core", "client"},
+    "simulations": {"core", "server", "client", "simulations"},
+}
+#: Names that exist only as folders of the repository, never as installed packages.
+TOP_LEVEL = ("server", "client", "simulations")
+
+
+def layer(module: str) -> str:
+    """``core``, ``server``, ``client`` or ``simulations``: the layer of a module."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in TOP_LEVEL else "core"
 
 
 def _modules(root: Path) -> dict[str, Path]:
     mods = {}
-    for pkg in PACKAGES:
-        for path in sorted((root / pkg).rglob("*.py")):
-            parts = list(path.relative_to(root).with_suffix("").parts)
+    for folder, package in FOLDERS.items():
+        for path in sorted((root / folder).rglob("*.py")):
+            if folder == "fedkd" and path.relative_to(root / folder).parts[0] in TOP_LEVEL:
+                continue
+            parts = list(path.relative_to(root / folder).with_suffix("").parts)
             if parts[-1] == "__init__":
                 parts.pop()
-            mods[".".join(parts)] = path
+            mods[".".join([package, *parts])] = path
     return mods
 
 
@@ -73,11 +92,16 @@ def import_graph(root: Path) -> dict[str, set[str]]:
     for name, path in mods.items():
         targets = set()
         for imported in _imported_names(name, path):
+            if imported.split(".")[0] in TOP_LEVEL:
+                targets.add(imported)  # reported by forbidden_imports
+                continue
             while imported and imported not in mods:
                 imported = imported.rpartition(".")[0]
             if imported and imported != name:
                 targets.add(imported)
-        graph[name] = targets
+        # ``from server.b import x`` gives server.b and server.b.x: keep the module named
+        top = {t for t in targets if t.split(".")[0] in TOP_LEVEL}
+        graph[name] = targets - {t for t in top if any(t.startswith(f"{u}.") for u in top)}
     return graph
 
 
@@ -85,8 +109,12 @@ def forbidden_imports(graph: dict[str, set[str]]) -> list[str]:
     """``"a -> b"`` for every import that crosses the layers the wrong way."""
     bad = []
     for name, targets in sorted(graph.items()):
-        allowed = ALLOWED[name.split(".")[0]]
-        bad += [f"{name} -> {t}" for t in sorted(targets) if t.split(".")[0] not in allowed]
+        allowed = ALLOWED[layer(name)]
+        bad += [
+            f"{name} -> {t}"
+            for t in sorted(targets)
+            if t.split(".")[0] in TOP_LEVEL or layer(t) not in allowed
+        ]
     return bad
 
 
@@ -148,7 +176,7 @@ def test_the_graph_sees_lazy_and_relative_imports_but_not_type_checking_ones() -
 
 
 def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
-    for pkg in PACKAGES:
+    for pkg in FOLDERS:
         (tmp_path / pkg).mkdir()
         (tmp_path / pkg / "__init__.py").write_text("")
     for rel, text in files.items():
@@ -160,11 +188,16 @@ def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
     ("files", "expected"),
     [
         (
-            {"fedkd/a.py": "def f():\n    from simulations import runner\n"},
-            ["fedkd.a -> simulations"],
+            {"fedkd/a.py": "def f():\n    from fedkd.simulations import runner\n"},
+            ["fedkd.a -> fedkd.simulations"],
         ),
-        ({"server/a.py": "from client.b import x\n", "client/b.py": ""}, ["server.a -> client.b"]),
-        ({"client/a.py": "import server\n"}, ["client.a -> server"]),
+        (
+            {"server/a.py": "from fedkd.client.b import x\n", "client/b.py": ""},
+            ["fedkd.server.a -> fedkd.client.b"],
+        ),
+        ({"client/a.py": "from ..server import b\n"}, ["fedkd.client.a -> fedkd.server"]),
+        ({"simulations/a.py": "import server.app\n"}, ["fedkd.simulations.a -> server.app"]),
+        ({"server/a.py": "from server.b import x\n"}, ["fedkd.server.a -> server.b"]),
     ],
 )
 def test_a_forbidden_import_is_reported(tmp_path: Path, files, expected) -> None:

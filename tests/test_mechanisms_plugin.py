@@ -87,7 +87,7 @@ def test_its_client_step_runs_before_the_codec(registered):
 
 
 def test_a_registered_mechanism_runs_end_to_end(registered, tmp_path):
-    from simulations.runner import simulate
+    from fedkd.simulations.runner import simulate
 
     summary = simulate(_cfg(), tmp_path / "run")
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())

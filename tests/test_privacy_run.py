@@ -6,15 +6,15 @@ import json
 
 import numpy as np
 import pytest
+from fedkd.simulations.cli import main
+from fedkd.simulations.preflight import preflight
+from fedkd.simulations.privacy_report import privacy_table
+from fedkd.simulations.runner import simulate
 from independent_accounting import replace_one_epsilon
 
 from fedkd.config import ConfigError, from_dict
 from fedkd.privacy.accounting import epsilon
 from fedkd.privacy.ledger import PrivacyLedger
-from simulations.cli import main
-from simulations.preflight import preflight
-from simulations.privacy_report import privacy_table
-from simulations.runner import simulate
 
 SMALL = {
     "rounds": 3,
@@ -134,9 +134,9 @@ def test_privacy_command_prints_the_table(tmp_path, capsys):
 def test_dp_reply_holds_only_predictions_and_metrics(tmp_path):
     import json as _json
 
+    from fedkd.client.app import app
     from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
-    from client.app import app
     from fedkd.config import to_dict
 
     cfg = from_dict(

@@ -37,7 +37,7 @@ def test_the_readme_sample_output_matches_the_quickstart(tmp_path):
         [
             sys.executable,
             "-m",
-            "simulations.cli",
+            "fedkd.simulations.cli",
             "simulate",
             str(ROOT / "simulations" / "configs" / "quickstart.yaml"),
             "--out",

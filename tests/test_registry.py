@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from fedkd.simulations.baselines import METHODS, run_method
+from fedkd.simulations.baselines.calibrate import CALIBRATIONS, FEDKD_MECHANISMS, apply_epsilon
+from fedkd.simulations.cli import main
 
 from fedkd.aggregate import AGGREGATORS
 from fedkd.attacks import ATTACKS, attack
@@ -13,9 +16,6 @@ from fedkd.data.partition import SCHEMES
 from fedkd.features import FEATURE_MAPS
 from fedkd.privacy.accounting import ACCOUNTANTS, epsilon
 from fedkd.registry import Registry
-from simulations.baselines import METHODS, run_method
-from simulations.baselines.calibrate import CALIBRATIONS, FEDKD_MECHANISMS, apply_epsilon
-from simulations.cli import main
 
 QUICKSTART = "simulations/configs/quickstart.yaml"
 

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from simulations.cli import main
-from simulations.report import load_rows, splice
-from simulations.report_tables import headline_table, results_table
+from fedkd.simulations.cli import main
+from fedkd.simulations.report import load_rows, splice
+from fedkd.simulations.report_tables import headline_table, results_table
 
 REPO = Path(__file__).resolve().parents[1]
 COLUMNS = [

@@ -6,6 +6,8 @@ import logging
 
 import numpy as np
 import pytest
+from fedkd.server.record import RoundRecord
+from fedkd.server.strategy import DistillStrategy
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 from fedkd import attacks
@@ -15,8 +17,6 @@ from fedkd.config import from_dict
 from fedkd.mechanisms import CentralMechanism
 from fedkd.student import Student
 from fedkd.teacher import TeacherCache
-from server.record import RoundRecord
-from server.strategy import DistillStrategy
 
 NODES = {0: 100, 1: 101, 2: 102, 3: 103}
 M, C = 12, 10
@@ -133,7 +133,7 @@ def test_fuzzed_replies_are_all_rejected_and_logged(codec, caplog):
     # Prepare: 2,000 malformed replies per codec (10,000 in all), mixed with valid ones.
     rng = np.random.default_rng(["fp32", "fp16", "int8", "onebit", "topk"].index(codec))
     strategy = _strategy(codec)
-    caplog.set_level(logging.WARNING, logger="server.strategy")
+    caplog.set_level(logging.WARNING, logger="fedkd.server.strategy")
     bad_total = 0
     for batch in range(40):
         record = _open_round(strategy, batch + 1, sorted(NODES))
@@ -189,8 +189,8 @@ def _answer(cid: int, rng: np.random.Generator) -> Message:
 
 @pytest.mark.parametrize("sampling", ["all", "poisson"])
 def test_clients_failing_every_round_they_were_asked_are_named(sampling):
-    from client.app import CLIENT_FAILURE, SIMULATED_DROPOUT, SIMULATED_LOSS
-    from server.strategy import SIMULATED_FAULTS
+    from fedkd.client.app import CLIENT_FAILURE, SIMULATED_DROPOUT, SIMULATED_LOSS
+    from fedkd.server.strategy import SIMULATED_FAULTS
 
     assert {SIMULATED_DROPOUT, SIMULATED_LOSS} == SIMULATED_FAULTS
     rng = np.random.default_rng(0)
@@ -243,7 +243,7 @@ def test_adversaries_and_dropouts_are_seeded_fractions():
 
 
 def test_dropouts_release_nothing_and_the_run_completes(tmp_path):
-    from simulations.runner import simulate
+    from fedkd.simulations.runner import simulate
 
     cfg = from_dict(
         {

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from fedkd.simulations.runner import simulate
 
 from fedkd.config import from_dict
-from simulations.runner import simulate
 
 BASE = {
     "rounds": 2,

@@ -7,13 +7,13 @@ import json
 import math
 import os
 
+import fedkd.simulations.sweep as sweep
 import pytest
 import yaml
+from fedkd.simulations.sweep import RESULT_COLUMNS, cell_name, expand, parse_spec, run_sweep
 
-import simulations.sweep as sweep
 from fedkd.config import ConfigError
 from fedkd.rundir import RunDir
-from simulations.sweep import RESULT_COLUMNS, cell_name, expand, parse_spec, run_sweep
 
 BASE = {
     "seed": 0,
@@ -203,7 +203,7 @@ def test_results_csv_schema_and_plots(tmp_path, fake_runs):
 
 
 def test_cli_sweep_end_to_end_and_errors(tmp_path, capsys):
-    from simulations.cli import main
+    from fedkd.simulations.cli import main
 
     spec = {
         "base": BASE,
@@ -313,7 +313,7 @@ def test_ctrl_c_in_a_parallel_sweep_stops_the_workers_and_rerunning_resumes(tmp_
 def test_base_path_resolves_beside_the_sweep_file_not_the_working_directory(
     tmp_path, monkeypatch, caplog
 ):
-    from simulations.sweep_spec import load_spec
+    from fedkd.simulations.sweep_spec import load_spec
 
     sweeps = tmp_path / "sweeps"
     sweeps.mkdir()
@@ -327,7 +327,7 @@ def test_base_path_resolves_beside_the_sweep_file_not_the_working_directory(
     # Only the working directory has it: used, with a warning saying so.
     (sweeps / "base.yaml").unlink()
     monkeypatch.chdir(tmp_path)
-    with caplog.at_level("WARNING", logger="simulations.sweep_spec"):
+    with caplog.at_level("WARNING", logger="fedkd.simulations.sweep_spec"):
         assert load_spec(sweeps / "sweep.yaml").base["rounds"] == 5
     assert "not beside the sweep file" in caplog.text
     (tmp_path / "base.yaml").unlink()
@@ -338,7 +338,7 @@ def test_base_path_resolves_beside_the_sweep_file_not_the_working_directory(
 def test_committed_sweep_files_find_their_base_from_any_directory(tmp_path, monkeypatch):
     from pathlib import Path
 
-    from simulations.sweep_spec import load_spec
+    from fedkd.simulations.sweep_spec import load_spec
 
     configs = Path(__file__).resolve().parents[1] / "simulations" / "configs"
     monkeypatch.chdir(tmp_path)
@@ -356,9 +356,8 @@ def _figures_of_plot_sweep(out, rows, monkeypatch):
     import matplotlib
 
     matplotlib.use("Agg")
+    from fedkd.simulations.sweep_plots import plot_sweep
     from matplotlib.figure import Figure
-
-    from simulations.sweep_plots import plot_sweep
 
     figures = {}
     real = Figure.savefig
@@ -440,7 +439,7 @@ def test_epsilon_plot_draws_non_private_references_as_horizontal_lines(
 
 
 def test_results_md_gives_a_single_seed_without_a_zero_std(tmp_path, fake_runs):
-    from simulations.sweep_plots import summary_table
+    from fedkd.simulations.sweep_plots import summary_table
 
     _, one = run_sweep(_spec({"seed": [1]}), tmp_path / "one", progress=False, plots=False)
     table = summary_table(one)
@@ -456,7 +455,7 @@ def test_sweep_workers_keep_flowers_log_quiet_unless_verbose(monkeypatch):
     import logging
     import signal
 
-    from simulations.sweep import _init_worker
+    from fedkd.simulations.sweep import _init_worker
 
     monkeypatch.setattr(signal, "signal", lambda *a: None)
     flwr_logger = logging.getLogger("flwr")

@@ -9,14 +9,14 @@ import math
 
 import pytest
 import yaml
+from fedkd.simulations import sweep
+from fedkd.simulations.cli import main
+from fedkd.simulations.sweep import RESULT_COLUMNS
+from fedkd.simulations.tune import run_tune, select
+from fedkd.simulations.tune_spec import Range, Series, candidates, parse_tune
 
 from fedkd.config import ConfigError
 from fedkd.rundir import RunDir
-from simulations import sweep
-from simulations.cli import main
-from simulations.sweep import RESULT_COLUMNS
-from simulations.tune import run_tune, select
-from simulations.tune_spec import Range, Series, candidates, parse_tune
 
 BASE = {
     "rounds": 1,
@@ -280,9 +280,10 @@ def test_the_digits_tune_file_tunes_the_sweep_methods_with_one_k_and_valid_setti
     # Prepare: parse without calibrating (that takes minutes): the structure and the keys
     from pathlib import Path
 
+    from fedkd.simulations.sweep_spec import _assign, _merge
+    from fedkd.simulations.tune_spec import _series
+
     from fedkd.config import from_dict
-    from simulations.sweep_spec import _assign, _merge
-    from simulations.tune_spec import _series
 
     path = Path(__file__).resolve().parents[1] / "simulations" / "configs" / "tune_digits.yaml"
     raw = yaml.safe_load(path.read_text())

@@ -6,14 +6,14 @@ import json
 import logging
 
 import pytest
+from fedkd.simulations.baselines import run_method
+from fedkd.simulations.cli import main
+from fedkd.simulations.runner import simulate
 
 from fedkd.clientdata import client_data, partitions_for, splits_for
 from fedkd.config import ConfigError, from_dict
 from fedkd.validation import FINAL_KEY, ROW_KEY
 from fedkd.wire import wire_dict
-from simulations.baselines import run_method
-from simulations.cli import main
-from simulations.runner import simulate
 
 TINY = {
     "seed": 5,

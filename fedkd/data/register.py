@@ -21,7 +21,7 @@ def register_source(name: str, loader: Loader) -> str:
         import path (any process can load it), else ``py:NAME`` (this process only).
 
     Re-registering a name with another loader drops the cached sources and splits
-    (:func:`simulations.api.run` also drops the cached client partitions).
+    (:func:`fedkd.simulations.api.run` also drops the cached client partitions).
     """
     if not name or ":" in name or not callable(loader):
         raise DataError(

@@ -10,7 +10,7 @@ Why naive deployment rounds take 16-38 s on the client side, and what this modul
 2. **Polling.** A SuperNode sleeps 3 s whenever the SuperLink has no message for it
    (hard-coded in ``flwr.supernode.start_client_internal``) and its SuperExec polls every
    1 s (``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``). :func:`run_supernode` shortens both. The
-   ServerApp side polls through ``server.grid.FastPollGrid``.
+   ServerApp side polls through ``fedkd.server.grid.FastPollGrid``.
 """
 
 from __future__ import annotations

@@ -8,9 +8,9 @@ method             what runs
 ``local``          each client alone on its partition (mean and worst client accuracy)
 ``fedavg``         Flower's ``FedAvg`` with the student architecture (weights travel)
 ``dp-fedavg``      ``FedAvg`` in a fixed-denominator server-side DP wrapper
-                   (:mod:`simulations.baselines.dpfedavg`) with Flower's ``RdpAccountant``
+                   (:mod:`fedkd.simulations.baselines.dpfedavg`) with Flower's ``RdpAccountant``
                    (client-level ε, no amplification)
-``fedkd``          the federated-distillation run itself (:func:`simulations.runner.simulate`)
+``fedkd``          the federated-distillation run itself (:func:`fedkd.simulations.runner.simulate`)
 =================  =================================================================
 
 Every method writes a run directory with ``config.yaml``, ``metrics.json`` (rows with the
@@ -23,37 +23,38 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fedkd.simulations.central_only import refuse_central_only
+
 from fedkd.config import Config, ConfigError
 from fedkd.registry import Registry
-from simulations.central_only import refuse_central_only
 
 
 def _fedkd(cfg: Config, out: str | Path) -> dict[str, Any]:
-    from simulations.runner import simulate
+    from fedkd.simulations.runner import simulate
 
     return {"method": "fedkd", **simulate(cfg, out)}
 
 
 def _central(cfg: Config, out: str | Path) -> dict[str, Any]:
-    from simulations.baselines.central import run_central
+    from fedkd.simulations.baselines.central import run_central
 
     return run_central(cfg, out)
 
 
 def _central_dpsgd(cfg: Config, out: str | Path) -> dict[str, Any]:
-    from simulations.baselines.central import run_central_dpsgd
+    from fedkd.simulations.baselines.central import run_central_dpsgd
 
     return run_central_dpsgd(cfg, out)
 
 
 def _local(cfg: Config, out: str | Path) -> dict[str, Any]:
-    from simulations.baselines.local import run_local
+    from fedkd.simulations.baselines.local import run_local
 
     return run_local(cfg, out)
 
 
 def _fedavg(cfg: Config, out: str | Path, private: bool = False) -> dict[str, Any]:
-    from simulations.baselines.fedavg import run_fedavg
+    from fedkd.simulations.baselines.fedavg import run_fedavg
 
     return run_fedavg(cfg, out, private=private)
 

@@ -16,7 +16,7 @@ written into the existing keys:
 * ``dp-fedavg``: ``privacy.gaussian.noise_multiplier`` so that ``rounds`` Gaussian releases
   *without* sampling amplification reach ε, checked with Flower's ``RdpAccountant`` itself.
   σ is the noise multiplier relative to the sensitivity ``S / K`` of
-  :mod:`simulations.baselines.dpfedavg` (sum of clipped updates over the fixed number K of
+  :mod:`fedkd.simulations.baselines.dpfedavg` (sum of clipped updates over the fixed number K of
   clients asked; noise std ``σ · S / K``), one release per round.
 
 Every calibration is conservative (the resulting ε is at most the target).
@@ -151,7 +151,7 @@ def apply_epsilon(method: str, raw: dict[str, Any], epsilon: float) -> dict[str,
     Parameters
     ----------
     method : str
-        One of :data:`simulations.baselines.METHODS`.
+        One of :data:`fedkd.simulations.baselines.METHODS`.
     raw : dict
         Nested raw config (modified in place and returned).
     epsilon : float

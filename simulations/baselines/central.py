@@ -28,11 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from fedkd.config import Config, ConfigError
-from fedkd.distill import evaluate, make_optimizer, train_supervised
-from fedkd.validation import val_metrics
-from simulations.baselines.common import (
+from fedkd.simulations.baselines.common import (
     BaselineData,
     Recorder,
     central_student,
@@ -40,6 +36,10 @@ from simulations.baselines.common import (
     load_data,
     open_run,
 )
+
+from fedkd.config import Config, ConfigError
+from fedkd.distill import evaluate, make_optimizer, train_supervised
+from fedkd.validation import val_metrics
 
 logger = logging.getLogger(__name__)
 

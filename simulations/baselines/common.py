@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from fedkd.simulations.localgrid import LocalGrid
 from flwr.app import Message
 
 from fedkd.clientdata import partitions_for, splits_for
@@ -20,7 +21,6 @@ from fedkd.features import build_client_model, feature_args, on_features
 from fedkd.protocol import record_dict_bytes
 from fedkd.rundir import RunDir, prepare
 from fedkd.validation import final_val
-from simulations.localgrid import LocalGrid
 
 logger = logging.getLogger(__name__)
 
@@ -254,7 +254,7 @@ def open_run(cfg: Config, out: str | Path, method: str) -> Recorder:
 
 
 class CountingGrid(LocalGrid):
-    """A :class:`~simulations.localgrid.LocalGrid` that counts bytes as fedkd does.
+    """A :class:`~fedkd.simulations.localgrid.LocalGrid` that counts bytes as fedkd does.
 
     Downlink: the sum of ``count_bytes()`` of the records of every message pushed; uplink:
     the same for every non-error reply, per source node. :meth:`take` returns and resets

@@ -5,7 +5,7 @@ its own generator seeded from ``seed``, not from the global ``random``) with the
 architecture (with fixed public features, ``distill.feature_map`` /
 ``distill.public_features``, only the trainable head travels: the feature map is public and
 the same on every node); ``dp-fedavg`` wraps it in
-:class:`~simulations.baselines.dpfedavg.DifferentialPrivacyFixedDenominator` (server-side
+:class:`~fedkd.simulations.baselines.dpfedavg.DifferentialPrivacyFixedDenominator` (server-side
 clipping, the sum of clipped updates divided by the fixed number K of clients asked,
 Gaussian noise of std ``σ · clip_norm / K`` from OS entropy) with Flower's
 ``RdpAccountant``. Both run on an in-process Grid (:class:`CountingGrid`) with the small
@@ -34,6 +34,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from fedkd.simulations.baselines.common import (
+    CountingGrid,
+    generator,
+    load_data,
+    model_on_features,
+    open_run,
+)
 from flwr.app import (
     ArrayRecord,
     ConfigRecord,
@@ -52,13 +59,6 @@ from fedkd.config import Config, ConfigError, from_dict
 from fedkd.distill import evaluate, make_optimizer, train_supervised
 from fedkd.validation import val_metrics
 from fedkd.wire import wire_dict
-from simulations.baselines.common import (
-    CountingGrid,
-    generator,
-    load_data,
-    model_on_features,
-    open_run,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -154,9 +154,8 @@ class SeededFedAvg(FedAvg):
 
 def _private(cfg: Config, inner: FedAvg, k: int, delta: float) -> tuple[Any, Any]:
     """``inner`` wrapped in the fixed-denominator DP strategy, and its Flower accountant."""
+    from fedkd.simulations.baselines.dpfedavg import DifferentialPrivacyFixedDenominator
     from flwr.serverapp import NeighboringRelation, PrivacyConfig, RdpAccountant, SamplingMethod
-
-    from simulations.baselines.dpfedavg import DifferentialPrivacyFixedDenominator
 
     accountant = RdpAccountant(
         PrivacyConfig(
@@ -201,7 +200,8 @@ def run_fedavg(cfg: Config, out: str | Path, *, private: bool = False) -> dict[s
     out : str or Path
         A fresh run directory.
     private : bool
-        Wrap FedAvg in :class:`~simulations.baselines.dpfedavg.DifferentialPrivacyFixedDenominator`
+        Wrap FedAvg in
+        :class:`~fedkd.simulations.baselines.dpfedavg.DifferentialPrivacyFixedDenominator`
         with Flower's ``RdpAccountant``.
 
     Returns

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from fedkd.simulations.baselines.common import generator, load_data, model_on_features, open_run
 
 from fedkd.config import Config
 from fedkd.distill import evaluate, make_optimizer, train_supervised
 from fedkd.validation import mean_val_metrics
-from simulations.baselines.common import generator, load_data, model_on_features, open_run
 
 logger = logging.getLogger(__name__)
 

@@ -6,13 +6,13 @@ import json
 import math
 
 import pytest
+from fedkd.simulations.baselines import METHODS, run_method
+from fedkd.simulations.baselines.calibrate import apply_epsilon, dp_fedavg_sigma, gaussian_sigma
+from fedkd.simulations.baselines.common import central_student, load_data
 
 from fedkd.config import ConfigError, from_dict
 from fedkd.models import ModelError
 from fedkd.rundir import RunDir
-from simulations.baselines import METHODS, run_method
-from simulations.baselines.calibrate import apply_epsilon, dp_fedavg_sigma, gaussian_sigma
-from simulations.baselines.common import central_student, load_data
 
 TINY = {
     "seed": 3,
@@ -84,7 +84,7 @@ def test_fedavg_counts_bytes_both_ways(tmp_path):
 
 def test_dp_fedavg_accounts_with_flower(tmp_path):
     summary, rows = _check_run_method("dp-fedavg", tmp_path)
-    from simulations.baselines.calibrate import dp_fedavg_sigma  # noqa: F401 - same accountant
+    from fedkd.simulations.baselines.calibrate import dp_fedavg_sigma  # noqa: F401 - same accountant
 
     eps = [r["epsilon_client"] for r in rows]
     assert 0 < eps[0] < eps[1]

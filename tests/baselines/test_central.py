@@ -6,17 +6,17 @@ import json
 
 import pytest
 import torch
-from independent_accounting import add_remove_epsilon, replace_one_epsilon
-
-from fedkd.config import ConfigError, from_dict
-from simulations.baselines import run_method
-from simulations.baselines.common import (
+from fedkd.simulations.baselines import run_method
+from fedkd.simulations.baselines.common import (
     GroupStandardize,
     central_student,
     load_data,
     with_group_norm,
 )
-from simulations.central_only import refuse_central_only
+from fedkd.simulations.central_only import refuse_central_only
+from independent_accounting import add_remove_epsilon, replace_one_epsilon
+
+from fedkd.config import ConfigError, from_dict
 
 TINY = {
     "seed": 3,
@@ -100,8 +100,7 @@ def test_central_only_keys_are_refused_elsewhere(tmp_path):
 
 def test_the_baseline_command_names_epsilon_and_relation(tmp_path, capsys):
     import yaml
-
-    from simulations.cli import main
+    from fedkd.simulations.cli import main
 
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(TINY))

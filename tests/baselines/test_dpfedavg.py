@@ -7,21 +7,21 @@ import random
 
 import numpy as np
 import pytest
+from fedkd.simulations.baselines import run_method
+from fedkd.simulations.baselines.calibrate import apply_epsilon
+from fedkd.simulations.baselines.dpfedavg import (
+    DifferentialPrivacyFixedDenominator,
+    clip_update,
+    fixed_denominator_sum,
+)
+from fedkd.simulations.baselines.fedavg import SeededFedAvg
+from fedkd.simulations.localgrid import LocalGrid
 from flwr.app import Array, ArrayRecord, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import NeighboringRelation, PrivacyConfig, RdpAccountant, SamplingMethod
 
 from fedkd.config import from_dict
 from fedkd.rundir import RunDir
-from simulations.baselines import run_method
-from simulations.baselines.calibrate import apply_epsilon
-from simulations.baselines.dpfedavg import (
-    DifferentialPrivacyFixedDenominator,
-    clip_update,
-    fixed_denominator_sum,
-)
-from simulations.baselines.fedavg import SeededFedAvg
-from simulations.localgrid import LocalGrid
 
 from .test_baselines import TINY
 

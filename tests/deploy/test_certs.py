@@ -13,9 +13,9 @@ from cryptography.hazmat.primitives.serialization import (
     load_ssh_private_key,
     load_ssh_public_key,
 )
+from fedkd.simulations.cli import main
 
 from fedkd.deploy import certs
-from simulations.cli import main
 
 
 def _sans(cert: x509.Certificate) -> tuple[list[str], list[str]]:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fedkd.server.app import STACKS
+from fedkd.simulations.runner import simulate
 
 from fedkd.clientdata import client_data
 from fedkd.clientstate import ClientState
@@ -24,8 +26,6 @@ from fedkd.privacy.accounting import epsilon
 from fedkd.privacy.client import steps_per_round
 from fedkd.privacy.dpsgd import DPSGDState, epsilon_of
 from fedkd.privacy.ledger import Release
-from server.app import STACKS
-from simulations.runner import simulate
 
 from .cluster import LocalDeployment, Proc, wait_for
 

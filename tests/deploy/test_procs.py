@@ -6,13 +6,13 @@ import time
 from types import SimpleNamespace
 
 import pytest
+from fedkd.server import grid as server_grid
+from fedkd.simulations.cli import main
 from flwr.serverapp import Grid
 from flwr.supercore.inflatable.inflatable_utils import ObjectPullError, ObjectUnavailableError
 from flwr.superlink.grid import http_grid
 
 from fedkd.deploy import supernode
-from server import grid as server_grid
-from simulations.cli import main
 
 from . import cluster
 

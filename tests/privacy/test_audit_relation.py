@@ -25,9 +25,9 @@ BASE = {
 
 def test_the_server_app_refuses_add_remove_accounting_without_the_simulate_front_end(tmp_path):
     # serve() is what the ServerApp runs under `flwr run` and in deployments.
-    from client.app import app as client_app
-    from server.runner import serve
-    from simulations.localgrid import LocalGrid
+    from fedkd.client.app import app as client_app
+    from fedkd.server.runner import serve
+    from fedkd.simulations.localgrid import LocalGrid
 
     cfg = from_dict(BASE)
     run = prepare(tmp_path / "run", cfg, resume=False)

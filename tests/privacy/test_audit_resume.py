@@ -9,13 +9,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from fedkd.server.record import RoundRecord
+from fedkd.server.recorder import RunRecorder
 
 from fedkd.config import from_dict
 from fedkd.mechanisms import CentralMechanism
 from fedkd.rundir import LEDGER, RunDir
 from fedkd.teacher import TeacherCache
-from server.record import RoundRecord
-from server.recorder import RunRecorder
 
 CLIENTS, ROWS, CLASSES = 50, 6, 3
 

@@ -7,13 +7,13 @@ import json
 
 import numpy as np
 import pytest
+from fedkd.simulations.runner import simulate
 
 from fedkd import protocol as proto
 from fedkd.clientdata import client_data
 from fedkd.compress import get_codec
 from fedkd.config import from_dict
 from fedkd.local import RoundTask, local_round
-from simulations.runner import simulate
 
 SMALL = {
     "rounds": 2,
@@ -49,8 +49,9 @@ def test_two_dp_runs_with_one_seed_differ_and_two_non_private_runs_are_identical
 def test_the_insecure_switch_repeats_the_noise_and_every_output_says_it_is_no_guarantee(
     tmp_path, capsys
 ):
+    from fedkd.simulations.cli import main
+
     from fedkd.privacy.entropy import INSECURE_NOTE
-    from simulations.cli import main
 
     seeded = [*DPSGD, "privacy.insecure_seeded_noise=true"]
     a, out = _run(tmp_path, "seeded-a", seeded)

@@ -7,11 +7,11 @@ import logging
 
 import numpy as np
 import pytest
+from fedkd.simulations.runner import simulate
 
 from fedkd.clientstate import StateDir
 from fedkd.config import from_dict
 from fedkd.privacy.dpsgd import DPSGDState, epsilon_of
-from simulations.runner import simulate
 
 BASE = {
     "rounds": 4,
@@ -89,9 +89,8 @@ def test_without_poisson_sampling_bytes_per_client_are_reported(tmp_path, sampli
 
 def test_a_replayed_round_number_never_restores_an_older_accountant(tmp_path):
     # The audit's attack: after several rounds, ask for round 1 again.
+    from fedkd.client.app import _restore
     from flwr.app import Context, RecordDict
-
-    from client.app import _restore
 
     cfg = from_dict(BASE, ["rounds=6"])
     simulate(cfg, tmp_path)

@@ -7,9 +7,9 @@ import os
 
 import numpy as np
 import pytest
+from fedkd.client.app import POLICY_REFUSAL, app
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
-from client.app import POLICY_REFUSAL, app
 from fedkd import protocol as proto
 from fedkd.config import ConfigError, DevicePolicy, from_dict, to_dict
 from fedkd.privacy.policy import (
@@ -190,7 +190,7 @@ def test_a_client_level_mechanism_on_few_clients_is_warned_about(caplog):
 def test_fedkd_simulate_hands_the_device_section_to_its_clients(tmp_path, monkeypatch):
     # End to end in simulation: the floor requires dpsgd, the run asks for none; every
     # client refuses, nothing is trained, and the run stops after its failed rounds.
-    from simulations.runner import simulate
+    from fedkd.simulations.runner import simulate
 
     monkeypatch.delenv(ENV_VAR, raising=False)
     cfg = from_dict(

@@ -17,9 +17,9 @@ import pytest
 from dp_accounting import dp_event
 from dp_accounting.pld import PLDAccountant
 from dp_accounting.privacy_accountant import NeighboringRelation
+from fedkd.simulations.runner import simulate
 
 from fedkd.config import from_dict
-from simulations.runner import simulate
 
 BASE = {
     "rounds": 3,
@@ -134,7 +134,7 @@ def test_confident_gnmax_charges_every_checked_query(runs):
 
 
 def test_fedkd_privacy_prints_the_enforced_epsilon_relation_and_parameters(runs, capsys):
-    from simulations.cli import main
+    from fedkd.simulations.cli import main
 
     assert main(["privacy", str(runs["dpsgd"])]) == 0
     out = capsys.readouterr().out
