@@ -32,3 +32,19 @@ def _task_identity():
 
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
     yield
+
+
+#: Test files whose tests start Flower processes (SuperLink, SuperNodes, ``flwr run``) or a
+#: CLI subprocess; with the marker ``slow`` (Ray simulations, wheel builds) they form one
+#: pytest-xdist group, run one at a time on one worker while the other worker takes the
+#: in-process tests: no two Ray clusters or Flower deployments compete for the two cores,
+#: ports or process groups at once.
+PROCESS_FILES = ("deploy/", "test_flwr_run.py", "test_crash_resume.py", "test_ctrl_c.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    here = Path(__file__).parent
+    for item in items:
+        rel = Path(item.fspath).relative_to(here).as_posix()
+        if item.get_closest_marker("slow") or rel.startswith(PROCESS_FILES):
+            item.add_marker(pytest.mark.xdist_group("processes"))
