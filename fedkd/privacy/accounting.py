@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from fedkd.privacy.ledger import MECHANISM_SCOPE, PrivacyLedger, Release
+from fedkd.privacy.lower_bound import surely_over
 from fedkd.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -325,13 +326,17 @@ def would_exceed(
     For each subject touched by a candidate, ε of (its past releases + its candidates) is
     recomputed with ``accountant``; the answer is True if any exceeds ``max_epsilon``.
     Checked before each round with the round's worst case (a privacy filter: the run's
-    guarantee is then ``max_epsilon``).
+    guarantee is then ``max_epsilon``). A history whose exact lower bound
+    (:func:`fedkd.privacy.lower_bound.surely_over`) is already over the budget is answered
+    without building its PLD; the answer is the same, only sooner.
     """
     if not (isinstance(max_epsilon, int | float) and max_epsilon > 0):
         raise ValueError(f"max_epsilon must be > 0, got {max_epsilon!r}")
     past = _by_subject(releases)
     for subject, candidates in _by_subject(candidate_releases).items():
         history = past.get(subject, []) + candidates
+        if surely_over(_components(history), delta, max_epsilon):
+            return True  # an exact lower bound is over: no PLD needed (lower_bound.py)
         if epsilon(history, delta, accountant) > max_epsilon:
             return True
     return False

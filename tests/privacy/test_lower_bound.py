@@ -1,0 +1,75 @@
+"""The exact lower bound behind would_exceed's fast path never says "over" wrongly."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from dp_accounting import dp_event
+from dp_accounting.pld import PLDAccountant
+from dp_accounting.privacy_accountant import NeighboringRelation
+
+from fedkd.privacy import accounting as acc
+from fedkd.privacy import lower_bound
+from fedkd.privacy.ledger import Release
+
+
+def _pld_gaussian_epsilon(mu: float, delta: float) -> float:
+    accountant = PLDAccountant(neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE)
+    accountant.compose(dp_event.GaussianDpEvent(1.0 / mu))
+    return accountant.get_epsilon(delta)
+
+
+def _dpsgd(sigma, q, steps, relation="replace_one", round_=0):
+    return Release("dpsgd", "example", "client-0", round_, sigma, q, steps, relation=relation)
+
+
+@pytest.mark.parametrize("mu", [0.3, 1.0, 3.0, 8.0])
+def test_the_analytic_delta_matches_dp_accountings_pld_of_one_gaussian(mu) -> None:
+    # PLD's ε is a pessimistic upper bound, so the exact δ at it is at most the target δ,
+    # and close to it (the two agree to the PLD's discretisation).
+    delta = 1e-5
+    eps = _pld_gaussian_epsilon(mu, delta)
+    exact = lower_bound.gaussian_delta(mu, eps)
+    assert exact <= delta
+    assert exact >= 0.9 * delta
+    assert lower_bound.gaussian_delta(mu, 0.9 * eps) > delta  # below ε: δ is larger
+
+
+@pytest.mark.parametrize("relation", ["replace_one", "add_remove"])
+@pytest.mark.parametrize(
+    "history",
+    [
+        [(0.8, 1.0, 60)],  # far over any small budget
+        [(3.0, 1.0, 5)],
+        [(1.0, 1.0, 20), (1.0, 0.05, 200)],  # sampled components are left out of the bound
+        [(1.5, 0.2, 100)],  # nothing unsampled: never settled here
+        [(2.0, 1.0, 3), (0.8, 0.01, 300), (3.0, 1.0, 50)],
+    ],
+)
+@pytest.mark.parametrize("budget", [0.5, 2.0, 8.0, 30.0])
+def test_surely_over_implies_the_enforced_pld_is_over(history, relation, budget) -> None:
+    releases = [_dpsgd(z, q, n, relation, i) for i, (z, q, n) in enumerate(history)]
+    components = acc._components(releases)
+    if lower_bound.surely_over(components, 1e-5, budget):
+        assert acc.pld_epsilon(releases, 1e-5) > budget
+
+
+def test_would_exceed_answers_as_the_pld_alone_does(monkeypatch) -> None:
+    cases = [
+        ([_dpsgd(0.8, 1.0, 300)], 8.0),
+        ([_dpsgd(3.0, 1.0, 5)], 8.0),
+        ([_dpsgd(3.0, 1.0, 5)], 2.0),
+        ([_dpsgd(1.0, 1.0, 20), _dpsgd(1.0, 0.05, 200, round_=1)], 8.0),
+    ]
+    fast = [acc.would_exceed([], candidate, 1e-5, budget) for candidate, budget in cases]
+    monkeypatch.setattr(acc, "surely_over", lambda *args: False)
+    slow = [acc.would_exceed([], candidate, 1e-5, budget) for candidate, budget in cases]
+    assert fast == slow == [True, False, True, True]
+
+
+def test_unsampled_mu_composes_the_q_one_components_only() -> None:
+    components = [(2.0, 1.0, 4, "replace_one"), (1.0, 0.1, 100, "replace_one")]
+    assert lower_bound.unsampled_mu(components) == pytest.approx(math.sqrt(4 / 4.0))
+    assert lower_bound.unsampled_mu([(1.0, 0.5, 10, "add_remove")]) == 0.0
+    assert lower_bound.surely_over([(1.0, 0.5, 10, "add_remove")], 1e-5, 0.1) is False
