@@ -91,31 +91,30 @@ class Student:
             return 0.0
         if d.sharpen != 1.0:
             targets = sharpen(targets, d.sharpen)
+        return self._fit(x_proxy[rows], targets, gen)
+
+    def _fit(self, x: np.ndarray, targets: np.ndarray, gen: torch.Generator) -> float:
+        """One round's distillation loop: fixed epochs, or stopped early (``early_stop``)."""
+        d = self.cfg.distill
         loop = {"batch_size": d.batch_size, "temperature": d.temperature, "augment": d.augment}
         if d.mixup > 0:
             loop["mixup"] = d.mixup
-        if d.early_stop > 0:
-            loss, self.best_epoch = train_distill_early_stop(
-                self.head,
-                self.optimizer,
-                x_proxy[rows],
-                targets,
-                max_epochs=d.epochs,
-                patience=d.early_stop,
-                holdout_fraction=d.holdout_fraction,
-                generator=gen,
-                **loop,
+        if d.early_stop <= 0:
+            return train_distill(
+                self.head, self.optimizer, x, targets, epochs=d.epochs, generator=gen, **loop
             )
-            return loss
-        return train_distill(
+        loss, self.best_epoch = train_distill_early_stop(
             self.head,
             self.optimizer,
-            x_proxy[rows],
+            x,
             targets,
-            epochs=d.epochs,
+            max_epochs=d.epochs,
+            patience=d.early_stop,
+            holdout_fraction=d.holdout_fraction,
             generator=gen,
             **loop,
         )
+        return loss
 
     def soft_labels(self, x_proxy: np.ndarray) -> np.ndarray:
         """The student's probabilities (P, C) on the whole proxy (``digest_target: student``).
