@@ -60,15 +60,17 @@ def test_same_seed_same_metrics_and_other_seed_differs(tmp_path):
     assert [r["student_loss"] for r in ra] != [r["student_loss"] for r in rc]
 
 
-def test_resume_equals_uninterrupted(tmp_path):
+@pytest.mark.parametrize("extra", [[], ["distill.digest_target=student"]])
+def test_resume_equals_uninterrupted(tmp_path, extra):
     keys = ("student_accuracy", "student_loss", "teacher_accuracy", "bytes_up", "bytes_down")
-    _, full = _run(tmp_path, "full", ["rounds=3"])
-    # Interrupted: a run of 2 rounds, then resumed to 3 with the same config on disk.
-    _, part = _run(tmp_path, "part", ["rounds=2"])
+    _, full = _run(tmp_path, "full", ["rounds=3", *extra])
+    # Interrupted: a run of 2 rounds, then resumed to 3 with the same config on disk (with
+    # the student as digest target, the labels sent in round 3 come from the checkpoint).
+    _, part = _run(tmp_path, "part", ["rounds=2", *extra])
     cfg_file = part / "config.yaml"
     cfg_file.write_text(cfg_file.read_text().replace("rounds: 2", "rounds: 3"))
     (part / "DONE").unlink()
-    cfg3 = from_dict(BASE, ["rounds=3"])
+    cfg3 = from_dict(BASE, ["rounds=3", *extra])
     simulate(cfg3, part, resume=True)
     rf, rp = (json.loads((p / "metrics.json").read_text())["rounds"] for p in (full, part))
     assert [[r[k] for k in keys] for r in rf] == [[r[k] for k in keys] for r in rp]
