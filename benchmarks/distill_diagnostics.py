@@ -17,11 +17,16 @@ After the last round, from the run directories: the student's accuracy on the wh
 of their probabilities) on the proxy and on the test split: the ceiling a perfect
 distillation of those models would reach.
 
-The config has no validation split, so nothing here is chosen by the figures: every
-setting comes from the config as given, and the test split is only printed.
+Nothing here is chosen by the figures: every setting comes from the config as given, and
+the test split is only printed.
 
     .venv/bin/python benchmarks/distill_diagnostics.py [--config YAML] [--source SPEC]
-        [--seeds 0 1 2] [--set KEY=VALUE ...] [--out DIR]
+        [--seeds 0 1 2] [--set KEY=VALUE ...] [--out DIR] [--methods fedkd [fedavg]]
+
+With ``--set data.validation_fraction=0.15`` every run also records its accuracy on a
+validation split held out of the private pool, printed as ``(val)``: what settings are
+chosen on. ``benchmarks/distill_table.py`` turns several ``diagnostics.json`` files into
+the issue-15 table.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import argparse
 import json
 import logging
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -52,6 +58,8 @@ from fedkd.student import load_student
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "simulations" / "configs" / "quickstart.yaml"
+METHODS = ("fedkd", "fedavg")
+VAL = "student_val_accuracy"  # fedkd.validation.ROW_KEY
 
 
 def per_client(row: dict[str, Any]) -> float:
@@ -102,11 +110,11 @@ def final_extras(cfg: Config, run: Path) -> dict[str, float]:
     }
 
 
-def run_seed(cfg: Config, out: Path) -> dict[str, Any]:
-    """fedkd and FedAvg on one config; their metric rows, extras and wall times."""
+def run_seed(cfg: Config, out: Path, methods: tuple[str, ...] = METHODS) -> dict[str, Any]:
+    """fedkd (and FedAvg) on one config; their metric rows, extras and wall times."""
     preflight(cfg)
     result: dict[str, Any] = {"seed": cfg.seed}
-    for method in ("fedkd", "fedavg"):
+    for method in methods:
         t0 = time.perf_counter()
         run_method(method, cfg, out / method)
         result[f"{method}_seconds"] = round(time.perf_counter() - t0, 1)
@@ -118,13 +126,14 @@ def run_seed(cfg: Config, out: Path) -> dict[str, Any]:
 def print_rounds(res: dict[str, Any]) -> None:
     """The per-round table of one seed."""
     print(
-        f"\nseed {res['seed']}  (fedkd {res['fedkd_seconds']} s, fedavg {res['fedavg_seconds']} s)"
+        f"\nseed {res['seed']}  (fedkd {res['fedkd_seconds']} s, "
+        f"fedavg {res.get('fedavg_seconds', '-')} s)"
     )
     print(
         f"{'round':>5} {'teacher':>8} {'student':>8} {'gap':>7} {'fedavg':>7} "
         f"{'fedkd B/cr':>10} {'fedavg B/cr':>11}"
     )
-    fedavg = {r["round"]: r for r in res["fedavg"]}
+    fedavg = {r["round"]: r for r in res.get("fedavg", [])}
     for r in res["fedkd"]:
         a = fedavg.get(r["round"], {})
         fa_acc = a.get("student_accuracy", float("nan"))
@@ -144,13 +153,19 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:
     keys = {
         "teacher (proxy)": lambda r: r["fedkd"][-1]["teacher_accuracy"],
         "student (test)": lambda r: r["fedkd"][-1]["student_accuracy"],
+        "student (val)": lambda r: r["fedkd"][-1].get(VAL, float("nan")),
         "student (proxy)": lambda r: r["student_proxy"],
         "local ensemble (proxy)": lambda r: r["ensemble_proxy"],
         "local ensemble (test)": lambda r: r["ensemble_test"],
         "fedavg (test)": lambda r: r["fedavg"][-1]["student_accuracy"],
+        "fedavg (val)": lambda r: r["fedavg"][-1].get(VAL, float("nan")),
         "fedkd uplink B/client-round": lambda r: np.mean([per_client(x) for x in r["fedkd"]]),
         "fedavg uplink B/client-round": lambda r: np.mean([per_client(x) for x in r["fedavg"]]),
     }
+    if "fedavg" not in results[0]:
+        keys = {k: v for k, v in keys.items() if "fedavg" not in k}
+    if VAL not in results[0]["fedkd"][-1]:
+        keys = {k: v for k, v in keys.items() if "(val)" not in k}
     out = {}
     for name, get in keys.items():
         values = [float(get(r)) for r in results]
@@ -172,7 +187,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", default=None, help="folder for the run directories")
+    parser.add_argument(
+        "--methods", nargs="+", default=list(METHODS), choices=METHODS, help="fedkd always runs"
+    )
     args = parser.parse_args(argv)
+    methods = ("fedkd", *(m for m in args.methods if m != "fedkd"))
     torch.set_num_threads(1)
     quiet_flower()
     out = Path(args.out or tempfile.mkdtemp(prefix="fedkd-diag-"))
@@ -183,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     for seed in args.seeds:
         cfg = load_config(args.config, [*sets, f"seed={seed}"])
-        results.append(run_seed(cfg, out / f"seed-{seed}"))
+        results.append(run_seed(cfg, out / f"seed-{seed}", methods))
         print_rounds(results[-1])
     wall = time.perf_counter() - t0
     summary = summarise(results)
@@ -191,7 +210,18 @@ def main(argv: list[str] | None = None) -> None:
     for name, (mean, sd) in summary.items():
         print(f"  {name:30} {mean:10.4f} ± {sd:.4f}" if mean < 2 else f"  {name:30} {mean:10.0f}")
     (out / "diagnostics.json").write_text(
-        json.dumps({"results": results, "summary": summary, "wall_s": wall}, default=float)
+        json.dumps(
+            {
+                "results": results,
+                "summary": summary,
+                "wall_s": wall,
+                "argv": sys.argv[1:] if argv is None else list(argv),
+                "source": cfg.data.source,
+                "models": list(cfg.clients.models),
+                "student": cfg.distill.student,
+            },
+            default=float,
+        )
     )
     print(f"run directories and diagnostics.json in {out}")
 

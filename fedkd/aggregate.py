@@ -356,7 +356,12 @@ def power(preds: np.ndarray, weights: np.ndarray | None = None, beta: float = 2.
 def confidence(preds: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     """Mean of the clients' rows, each weighted by its confidence times the client weight.
 
-    The confidence of a client's row is its maximum probability.
+    The confidence of a client's row is its maximum probability. This is a release-only
+    form of the certainty weighting of FedAUX (Sattler et al., "FedAUX: Leveraging
+    Unlabeled Auxiliary Data in Federated Learning", IEEE TNNLS 2021), which scores each
+    client's certainty on every public row with a separately trained, differentially
+    private scoring model: that would be a new release, so here a client's own predicted
+    probability is its certainty, a function of what it already sent (post-processing).
 
     Parameters
     ----------

@@ -76,6 +76,13 @@ class DistillConfig:
     feature_map: str = "pixels"  # pixels | scattering: fixed transform before the PCA
     # g > 0: central baselines only: parameter-free GroupNorm(g) on the student's inputs
     group_norm: int = 0
+    # What the clients digest: "teacher" (last round's released teacher on its rows) or
+    # "student" (the server student's soft labels on the whole proxy).
+    digest_target: str = "teacher"
+    max_entropy: float = 1.0  # Selective-FD: drop teacher rows above this normalised entropy
+    mixup: float = 0.0  # alpha > 0: mixup of proxy inputs and targets in server distillation
+    early_stop: int = 0  # k > 0: stop server distillation after k epochs without improvement
+    holdout_fraction: float = 0.1  # proxy rows held out to measure that on (early_stop > 0)
 
 
 @dataclass(frozen=True)
@@ -270,6 +277,7 @@ _RELATIONS = ("replace_one", "add_remove")
 
 
 _SAMPLING = ("all", "poisson", "fixed")
+_DIGEST_TARGETS = ("teacher", "student")
 _BACKENDS = ("ray", "inprocess")
 
 
@@ -421,6 +429,14 @@ def _validate_distill(k: DistillConfig) -> None:
     )
     _min("distill.proxy_per_round", k.proxy_per_round, 0)
     _min("distill.group_norm", k.group_norm, 0)
+    _one_of("distill.digest_target", k.digest_target, _DIGEST_TARGETS, "digest target")
+    _require(0 < k.max_entropy <= 1, f"distill.max_entropy must be in (0, 1], got {k.max_entropy}")
+    _min("distill.mixup", k.mixup, 0)
+    _min("distill.early_stop", k.early_stop, 0)
+    _require(
+        0 < k.holdout_fraction < 1,
+        f"distill.holdout_fraction must be in (0, 1), got {k.holdout_fraction}",
+    )
 
 
 def _validate_privacy(p: PrivacyConfig, c: ClientsConfig) -> None:

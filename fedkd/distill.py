@@ -81,6 +81,25 @@ def random_shift(x: torch.Tensor, generator: torch.Generator, max_shift: int = 1
     return out
 
 
+def mix(
+    x: torch.Tensor, probs: torch.Tensor, lam: float, perm: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixup of a batch with a permutation of itself (Zhang et al., ICLR 2018).
+
+    Returns ``lam * x + (1 - lam) * x[perm]`` and the same mixture of the soft labels
+    ``probs`` (B, C): a convex combination of two public proxy inputs is trained towards the
+    same combination of their teacher labels. Works on any input shape (flat or image).
+    """
+    return lam * x + (1 - lam) * x[perm], lam * probs + (1 - lam) * probs[perm]
+
+
+def _mixup_draw(generator: torch.Generator, alpha: float) -> np.random.Generator | None:
+    """A NumPy generator for the Beta(alpha, alpha) mixing weights, seeded from ``generator``."""
+    if alpha <= 0:
+        return None
+    return np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+
+
 def train_distill(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -92,19 +111,28 @@ def train_distill(
     temperature: float,
     generator: torch.Generator,
     augment: bool = False,
+    mixup: float = 0.0,
 ) -> float:
     """Distil ``teacher_probs`` (N, C) into ``model`` on inputs ``x``; returns the mean loss.
 
     With ``augment``, image inputs are randomly shifted by one pixel (:func:`random_shift`).
+    With ``mixup`` = alpha > 0, each batch is mixed with a permutation of itself
+    (:func:`mix`), the weight drawn from Beta(alpha, alpha); 0 leaves the loop (and its
+    random draws) exactly as without it.
     """
     xt = torch.from_numpy(x)
     pt = torch.from_numpy(np.asarray(teacher_probs, dtype=np.float32))
+    rng = _mixup_draw(generator, mixup)
     model.train()
     total, count = 0.0, 0
     for _ in range(epochs):
         for idx in _batches(len(xt), batch_size, generator):
             inputs = random_shift(xt[idx], generator) if augment else xt[idx]
-            loss = kd_loss(model(inputs), pt[idx], temperature)
+            targets = pt[idx]
+            if rng is not None:
+                perm = torch.randperm(len(idx), generator=generator)
+                inputs, targets = mix(inputs, targets, float(rng.beta(mixup, mixup)), perm)
+            loss = kd_loss(model(inputs), targets, temperature)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

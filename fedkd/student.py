@@ -12,11 +12,13 @@ from torch import nn
 from fedkd.aggregate import sharpen
 from fedkd.clientdata import splits_for
 from fedkd.config import Config
-from fedkd.distill import evaluate, make_optimizer, train_distill
+from fedkd.distill import evaluate, make_optimizer, predict_probs, train_distill
+from fedkd.early_stop import train_distill_early_stop
 from fedkd.features import build_client_model, feature_args, split_features
 from fedkd.propagate import knn_graph, propagate
 from fedkd.protocol import derive_seed
 from fedkd.rundir import STUDENT, RunDir, RunDirError
+from fedkd.selection import unambiguous
 from fedkd.teacher import TeacherCache
 
 _STUDENT_INIT, _STUDENT_DISTILL = 11, 12
@@ -53,6 +55,7 @@ class Student:
         self.features, self.head = split_features(self.model)
         self.optimizer = make_optimizer(self.model, d.lr)
         self._graph = None  # kNN graph of the proxy set, built on first use
+        self.best_epoch: int | None = None  # epoch kept by the last early-stopped distill
 
     def _inputs(self, x: np.ndarray) -> np.ndarray:
         return x if self.features is None else self.features.transform_array(x)
@@ -82,19 +85,44 @@ class Student:
             )
             rows = np.flatnonzero(spread.sum(axis=1) > 0)
             targets = spread[rows]
+        keep = unambiguous(targets, d.max_entropy)  # Selective-FD; all rows at 1.0
+        rows, targets = rows[keep], targets[keep]
+        if len(rows) == 0:
+            return 0.0
         if d.sharpen != 1.0:
             targets = sharpen(targets, d.sharpen)
-        return train_distill(
+        return self._fit(x_proxy[rows], targets, gen)
+
+    def _fit(self, x: np.ndarray, targets: np.ndarray, gen: torch.Generator) -> float:
+        """One round's distillation loop: fixed epochs, or stopped early (``early_stop``)."""
+        d = self.cfg.distill
+        loop = {"batch_size": d.batch_size, "temperature": d.temperature, "augment": d.augment}
+        if d.mixup > 0:
+            loop["mixup"] = d.mixup
+        if d.early_stop <= 0:
+            return train_distill(
+                self.head, self.optimizer, x, targets, epochs=d.epochs, generator=gen, **loop
+            )
+        loss, self.best_epoch = train_distill_early_stop(
             self.head,
             self.optimizer,
-            x_proxy[rows],
+            x,
             targets,
-            epochs=self.cfg.distill.epochs,
-            batch_size=self.cfg.distill.batch_size,
-            temperature=self.cfg.distill.temperature,
+            max_epochs=d.epochs,
+            patience=d.early_stop,
+            holdout_fraction=d.holdout_fraction,
             generator=gen,
-            augment=self.cfg.distill.augment,
+            **loop,
         )
+        return loss
+
+    def soft_labels(self, x_proxy: np.ndarray) -> np.ndarray:
+        """The student's probabilities (P, C) on the whole proxy (``digest_target: student``).
+
+        A function of the released teachers (through distillation) and of public proxy
+        inputs only: post-processing, sent down at no privacy cost.
+        """
+        return predict_probs(self.head, self._inputs(x_proxy))
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         """Test loss and accuracy."""

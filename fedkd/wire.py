@@ -14,6 +14,11 @@ __all__ = ["wire_dict"]
 WIRE_OPTIONAL: dict[str, Any] = {
     "data.validation_fraction": 0.0,
     "distill.group_norm": 0,
+    "distill.digest_target": "teacher",
+    "distill.max_entropy": 1.0,
+    "distill.mixup": 0.0,
+    "distill.early_stop": 0,
+    "distill.holdout_fraction": 0.1,
     "privacy.dpsgd.relation": "replace_one",
 }
 

@@ -17,6 +17,7 @@ from flwr.app import Array, ArrayRecord
 from fedkd import protocol as proto
 from fedkd.mechanisms import TeacherRelease
 from fedkd.privacy.ledger import Release
+from fedkd.selection import unambiguous
 
 #: Row keys that tell who, or how many, took part: withheld under Poisson sampling.
 _PARTICIPATION = ("clients", "dropped", "bytes_up", "bytes_down")
@@ -81,17 +82,16 @@ class RoundRecord:
             preds = np.stack([r.probs for r in self.replies])
         return preds, np.array([r.weight for r in self.replies])
 
-    def teacher_record(self) -> ArrayRecord | None:
-        """The released teacher as sent to the clients next round (None: nothing released)."""
+    def teacher_record(self, max_entropy: float = 1.0) -> ArrayRecord | None:
+        """The released teacher as sent to the clients next round (None: nothing released).
+
+        ``max_entropy`` < 1 leaves out the ambiguous rows (Selective-FD's server-side
+        selector, :func:`fedkd.selection.unambiguous`).
+        """
         if self.release is None:
             return None
-        rows = self.idx[self.release.rows]
-        return ArrayRecord(
-            {
-                proto.IDX: Array(rows.astype(np.int32)),
-                proto.PROBS: Array(self.release.teacher.astype(np.float16)),
-            }
-        )
+        keep = unambiguous(self.release.teacher, max_entropy)
+        return label_record(self.idx[self.release.rows][keep], self.release.teacher[keep])
 
     def metrics(self) -> dict[str, Any]:
         """The round's row of ``metrics.json`` / ``metrics.csv``."""
@@ -117,3 +117,13 @@ class RoundRecord:
         # A round's duration grows with who trained: withheld under Poisson sampling.
         row["seconds"] = None if self.secret else self.seconds
         return row
+
+
+def label_record(rows: np.ndarray, probs: np.ndarray) -> ArrayRecord:
+    """Soft labels ``probs`` (R, C) of proxy ``rows`` (R,) as the clients digest them."""
+    return ArrayRecord(
+        {
+            proto.IDX: Array(np.asarray(rows).astype(np.int32)),
+            proto.PROBS: Array(np.asarray(probs).astype(np.float16)),
+        }
+    )

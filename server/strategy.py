@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
@@ -27,7 +28,7 @@ from fedkd.teacher import ReplyError, TeacherCache, accuracy, decode_reply
 from fedkd.validation import val_metrics
 from fedkd.wire import wire_dict
 
-from .record import Reply, RoundRecord
+from .record import Reply, RoundRecord, label_record
 
 logger = logging.getLogger(__name__)
 
@@ -224,6 +225,8 @@ class DistillStrategy(Strategy):
             proto.CONFIG: self._base_config(record.round),
             proto.PROXY: ArrayRecord({proto.IDX: Array(record.idx)}),
         }
+        if self.cfg.distill.digest_target == "student":  # set by end_round, checkpointed
+            arrays = self.teacher
         if proto.IDX in arrays and self.cfg.clients.digest_epochs > 0:  # else unused labels
             records[proto.TEACHER] = arrays
         messages = []
@@ -304,7 +307,7 @@ class DistillStrategy(Strategy):
         self.cache.update(rows, release.teacher)
         record.release = release
         record.teacher_accuracy = accuracy(release.teacher, self.splits.y_proxy[rows])
-        self.teacher = record.teacher_record()
+        self.teacher = record.teacher_record(self.cfg.distill.max_entropy)
 
     def end_round(self, record: RoundRecord) -> MetricRecord:
         """Distil -> evaluate -> record (``on_round``: metrics, ledger, checkpoint)."""
@@ -312,6 +315,9 @@ class DistillStrategy(Strategy):
             record.distill_loss = self.student.distill(
                 self.splits.x_proxy, self.cache, record.round
             )
+            if self.cfg.distill.digest_target == "student":  # post-processing, public inputs
+                x = self.splits.x_proxy
+                self.teacher = label_record(np.arange(len(x)), self.student.soft_labels(x))
         loss, acc = self.student.evaluate(self.splits.x_test, self.splits.y_test)
         record.student_loss, record.student_accuracy = float(loss), float(acc)
         record.val = val_metrics(self.student.evaluate, self.splits.x_val, self.splits.y_val)

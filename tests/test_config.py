@@ -48,6 +48,13 @@ def test_wrong_type_is_named():
         ("clients.feature_map=wavelets", "clients.feature_map"),
         ("distill.feature_map=pca", "distill.feature_map"),
         ("distill.public_features=-3", "distill.public_features"),
+        ("distill.digest_target=ensemble", "distill.digest_target"),
+        ("distill.max_entropy=0", "distill.max_entropy"),
+        ("distill.max_entropy=1.5", "distill.max_entropy"),
+        ("distill.mixup=-0.1", "distill.mixup"),
+        ("distill.early_stop=-1", "distill.early_stop"),
+        ("distill.holdout_fraction=0", "distill.holdout_fraction"),
+        ("distill.holdout_fraction=1", "distill.holdout_fraction"),
     ],
 )
 def test_impossible_values_are_refused_naming_the_key(override, key):

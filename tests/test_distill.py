@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedkd.distill import kd_loss, make_optimizer, predict_probs, soften, train_distill
+from fedkd.distill import kd_loss, make_optimizer, mix, predict_probs, soften, train_distill
 from fedkd.models import build_model
 
 
@@ -60,3 +60,32 @@ def test_train_distill_moves_student_towards_teacher():
     )
     after = np.mean(predict_probs(model, x).argmax(1) == teacher.argmax(1))
     assert after > before + 0.5
+
+
+def test_mix_is_the_same_convex_combination_of_inputs_and_soft_labels():
+    x = torch.tensor([[0.0, 2.0], [4.0, 6.0], [8.0, 10.0]])
+    p = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])
+    xm, pm = mix(x, p, 0.25, torch.tensor([2, 0, 1]))
+    assert torch.allclose(xm, torch.tensor([[6.0, 8.0], [1.0, 3.0], [5.0, 7.0]]))
+    assert torch.allclose(pm, torch.tensor([[0.625, 0.375], [0.75, 0.25], [0.125, 0.875]]))
+    assert torch.allclose(pm.sum(1), torch.ones(3))
+
+
+def test_mixup_changes_the_distillation_and_zero_leaves_it_unchanged():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 6)).astype(np.float32)
+    p = rng.dirichlet(np.ones(3), size=40).astype(np.float32)
+
+    def run(**kw):
+        model = torch.nn.Linear(6, 3)
+        with torch.no_grad():
+            model.weight.zero_()
+            model.bias.zero_()
+        opt = make_optimizer(model, 0.1)
+        g = torch.Generator().manual_seed(5)
+        train_distill(model, opt, x, p, epochs=2, batch_size=8, temperature=1.0, generator=g, **kw)
+        return model.weight.detach().clone()
+
+    assert torch.equal(run(), run(mixup=0.0))
+    assert not torch.allclose(run(), run(mixup=0.4))
+    assert torch.equal(run(mixup=0.4), run(mixup=0.4))  # seeded from the loop's generator

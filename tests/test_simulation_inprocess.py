@@ -60,15 +60,17 @@ def test_same_seed_same_metrics_and_other_seed_differs(tmp_path):
     assert [r["student_loss"] for r in ra] != [r["student_loss"] for r in rc]
 
 
-def test_resume_equals_uninterrupted(tmp_path):
+@pytest.mark.parametrize("extra", [[], ["distill.digest_target=student"]])
+def test_resume_equals_uninterrupted(tmp_path, extra):
     keys = ("student_accuracy", "student_loss", "teacher_accuracy", "bytes_up", "bytes_down")
-    _, full = _run(tmp_path, "full", ["rounds=3"])
-    # Interrupted: a run of 2 rounds, then resumed to 3 with the same config on disk.
-    _, part = _run(tmp_path, "part", ["rounds=2"])
+    _, full = _run(tmp_path, "full", ["rounds=3", *extra])
+    # Interrupted: a run of 2 rounds, then resumed to 3 with the same config on disk (with
+    # the student as digest target, the labels sent in round 3 come from the checkpoint).
+    _, part = _run(tmp_path, "part", ["rounds=2", *extra])
     cfg_file = part / "config.yaml"
     cfg_file.write_text(cfg_file.read_text().replace("rounds: 2", "rounds: 3"))
     (part / "DONE").unlink()
-    cfg3 = from_dict(BASE, ["rounds=3"])
+    cfg3 = from_dict(BASE, ["rounds=3", *extra])
     simulate(cfg3, part, resume=True)
     rf, rp = (json.loads((p / "metrics.json").read_text())["rounds"] for p in (full, part))
     assert [[r[k] for k in keys] for r in rf] == [[r[k] for k in keys] for r in rp]
@@ -116,3 +118,36 @@ def test_a_dp_sgd_run_on_public_features_with_propagation_completes(tmp_path):
     assert 0 < summary["epsilon_example"] <= 3.0
     rows = json.loads((out / "metrics.json").read_text())["rounds"]
     assert rows[-1]["student_accuracy"] > 0.15  # chance 0.1; 8 fresh-noise runs: 0.217-0.228
+
+
+def test_student_digest_target_sends_the_student_on_the_whole_proxy(tmp_path):
+    opts = ["clients.digest_epochs=1", "clients.local_epochs=1", "rounds=3"]
+    _, teacher = _run(tmp_path, "t", opts)
+    _, student = _run(tmp_path, "s", [*opts, "distill.digest_target=student"])
+    rt, rs = (json.loads((p / "metrics.json").read_text())["rounds"] for p in (teacher, student))
+    # Round 1: nothing to digest yet; only the config sent differs (the key's ~40 bytes).
+    assert 0 < rs[0]["bytes_down"] - rt[0]["bytes_down"] < 3 * 60
+    # Round 2 on: the whole proxy (digits: 431 rows, 10 classes, fp16) instead of 60 rows.
+    assert rs[1]["bytes_down"] - rt[1]["bytes_down"] >= 3 * (431 - 60) * 10 * 2
+    assert [r["student_loss"] for r in rs[1:]] != [r["student_loss"] for r in rt[1:]]
+    assert rs[-1]["student_accuracy"] > 0.3
+
+
+def test_selective_fd_mixup_and_early_stop_run_and_change_the_student(tmp_path):
+    opts = ["clients.digest_epochs=1", "clients.local_epochs=1", "distill.epochs=12"]
+    _, base = _run(tmp_path, "b", opts)
+    new = [
+        *opts,
+        "distill.max_entropy=0.9",
+        "distill.mixup=0.2",
+        "distill.early_stop=2",
+        "distill.holdout_fraction=0.2",
+    ]
+    summary, out = _run(tmp_path, "n", new)
+    assert summary["rounds_completed"] == 2
+    rb, rn = (json.loads((p / "metrics.json").read_text())["rounds"] for p in (base, out))
+    # Ambiguous rows (weak clients after one local epoch: many) are not sent down for the
+    # digest: fewer bytes in round 2.
+    assert rn[1]["bytes_down"] < rb[1]["bytes_down"]
+    assert rn[-1]["student_loss"] != rb[-1]["student_loss"]
+    assert rn[-1]["student_accuracy"] > 0.15  # chance 0.1 (base: 0.53, this: 0.24)
