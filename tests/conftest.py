@@ -34,17 +34,20 @@ def _task_identity():
     yield
 
 
-#: Test files whose tests start Flower processes (SuperLink, SuperNodes, ``flwr run``) or a
-#: CLI subprocess; with the marker ``slow`` (Ray simulations, wheel builds) they form one
-#: pytest-xdist group, run one at a time on one worker while the other worker takes the
-#: in-process tests: no two Ray clusters or Flower deployments compete for the two cores,
-#: ports or process groups at once.
-PROCESS_FILES = ("deploy/", "test_flwr_run.py", "test_crash_resume.py", "test_ctrl_c.py")
+#: pytest-xdist groups (the README's test command runs two workers, one per core). Each
+#: group runs one test at a time on one worker: no two Ray clusters ever start at once, and
+#: no two Flower deployments (SuperLink + SuperNodes) compete for ports and heartbeats. A
+#: Ray test and a deployment test may overlap: the deployment mostly waits on polls.
+XDIST_GROUPS = {
+    "ray": ("test_flwr_run.py", "test_ctrl_c.py"),
+    "deploy": ("deploy/",),
+}
 
 
 def pytest_collection_modifyitems(config, items):
     here = Path(__file__).parent
     for item in items:
         rel = Path(item.fspath).relative_to(here).as_posix()
-        if item.get_closest_marker("slow") or rel.startswith(PROCESS_FILES):
-            item.add_marker(pytest.mark.xdist_group("processes"))
+        for group, prefixes in XDIST_GROUPS.items():
+            if rel.startswith(prefixes) or (group == "ray" and item.get_closest_marker("ray")):
+                item.add_marker(pytest.mark.xdist_group(group))

@@ -71,6 +71,7 @@ def test_missing_config_file_and_bad_resume(tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_ray_simulation_three_clients_two_rounds_leaves_nothing_running(tmp_path):
     pattern = "raylet|gcs_server|flower-superlink"
     before = set(

@@ -40,7 +40,7 @@ def test_the_analytic_delta_matches_dp_accountings_pld_of_one_gaussian(mu) -> No
 @pytest.mark.parametrize(
     "history",
     [
-        [(0.8, 1.0, 60)],  # far over any small budget
+        [(1.0, 1.0, 30)],  # far over any small budget (ε about 40)
         [(3.0, 1.0, 5)],
         [(1.0, 1.0, 20), (1.0, 0.05, 200)],  # sampled components are left out of the bound
         [(1.5, 0.2, 100)],  # nothing unsampled: never settled here
@@ -57,7 +57,7 @@ def test_surely_over_implies_the_enforced_pld_is_over(history, relation, budget)
 
 def test_would_exceed_answers_as_the_pld_alone_does(monkeypatch) -> None:
     cases = [
-        ([_dpsgd(0.8, 1.0, 300)], 8.0),
+        ([_dpsgd(1.0, 1.0, 30)], 8.0),
         ([_dpsgd(3.0, 1.0, 5)], 8.0),
         ([_dpsgd(3.0, 1.0, 5)], 2.0),
         ([_dpsgd(1.0, 1.0, 20), _dpsgd(1.0, 0.05, 200, round_=1)], 8.0),
@@ -73,3 +73,9 @@ def test_unsampled_mu_composes_the_q_one_components_only() -> None:
     assert lower_bound.unsampled_mu(components) == pytest.approx(math.sqrt(4 / 4.0))
     assert lower_bound.unsampled_mu([(1.0, 0.5, 10, "add_remove")]) == 0.0
     assert lower_bound.surely_over([(1.0, 0.5, 10, "add_remove")], 1e-5, 0.1) is False
+
+
+def test_the_fast_path_settles_a_history_far_over_the_budget() -> None:
+    components = acc._components([_dpsgd(1.0, 1.0, 30)])  # μ = sqrt(30), ε near 40
+    assert lower_bound.surely_over(components, 1e-5, 8.0) is True
+    assert lower_bound.surely_over(components, 1e-5, 200.0) is False
