@@ -83,14 +83,24 @@ def _recompute(releases: list[dict], delta: float) -> float:
     return acc.get_epsilon(delta)
 
 
+class _Runs(dict):
+    """Run directory of each path, simulated the first time a test asks for it (a test
+    worker then runs only the paths of the tests it was given)."""
+
+    def __init__(self, tmp_path_factory) -> None:
+        super().__init__()
+        self._tmp = tmp_path_factory
+
+    def __missing__(self, name: str) -> Path:
+        path = self._tmp.mktemp(name)
+        simulate(from_dict(BASE, PATHS[name]), path)
+        self[name] = path
+        return path
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
-    out = {}
-    for name, overrides in PATHS.items():
-        path = tmp_path_factory.mktemp(name)
-        simulate(from_dict(BASE, overrides), path)
-        out[name] = path
-    return out
+    return _Runs(tmp_path_factory)
 
 
 @pytest.mark.parametrize("name", list(PATHS))
