@@ -38,13 +38,14 @@ def _task_identity():
 #: group runs one test at a time on one worker: no two Ray clusters ever start at once, and
 #: no two Flower deployments (SuperLink + SuperNodes) compete for ports and heartbeats. A
 #: Ray test and a deployment test may overlap: the deployment mostly waits on polls.
-#: The files with one expensive module-scoped run (export, flat inputs) keep their tests on
+#: The files with expensive module-scoped runs (export, flat inputs, recompute) keep their tests on
 #: one worker, so that run is made once.
 XDIST_GROUPS = {
     "ray": ("test_flwr_run.py", "test_ctrl_c.py"),
     "deploy": ("deploy/",),
     "export": ("test_export.py",),
     "flat-inputs": ("test_flat_inputs.py",),
+    "recompute": ("privacy/test_recompute.py",),
 }
 
 

@@ -92,7 +92,7 @@ def test_a_replayed_round_number_never_restores_an_older_accountant(tmp_path):
     from fedkd.client.app import _restore
     from flwr.app import Context, RecordDict
 
-    cfg = from_dict(BASE, ["rounds=6"])
+    cfg = from_dict(BASE, ["rounds=3"])
     simulate(cfg, tmp_path)
     store = StateDir(tmp_path / "clients" / "client-0")
     newest = DPSGDState.from_dict(store.load_before(10**6).dpsgd)
