@@ -9,24 +9,30 @@ calibrated to the cell's ε for every trial (its own steps and sampling rate), b
 PLD accountant under the cell's relation. Every trial and run goes through
 :func:`simulations.baselines.central.fit_dpsgd`, the code of ``fedkd baseline central-dpsgd``.
 
-Grids (6 trials in every cell; momentum 0.9 throughout):
+Grids (momentum 0.9 throughout; the same trials in every cell of a data set):
 
-* digits (scikit-learn 8x8, MLP 64-128-10 student, the quickstart's splits): B = 128,
-  C = 1, lr in {0.05, 0.1, 0.2} x epochs in {20, 50}.
+* digits (scikit-learn 8x8, MLP 64-128-10 student, the quickstart's splits: 1,005 private
+  examples): 24 trials per cell, drawn once (seed 14, without replacement) from the 81
+  points of B in {64, 128, 256} x lr in {0.03, 0.1, 0.3} x C in {0.5, 1, 2} x epochs in
+  {30, 60, 100}; the same 24 in every cell.
+* digits-anchor: the same 24 trials on the split of the published anchors instead: a
+  plain stratified 80/20 split of all 1,797 digits (1,437 train, 360 test, no public
+  proxy); validation carved from the training side as for digits.
 * fmnist (Fashion-MNIST, scattering J = 2, L = 8 -> 81x7x7, parameter-free
   GroupNorm(27) and a linear layer: the recipe of Tramèr & Boneh, "Differentially
   Private Learning Needs Better Features (or Much More Data)", ICLR 2021, and their
   public code github.com/ftramer/Handcrafted-DP): B = 8192, C = 0.1, lr in {4, 8, 16} x
-  epochs in {20, 40}. The 3 final runs share the seed-0 splits (a new private pool
-  would need minutes of scattering); the seed sets the initial weights, the noise is
-  fresh OS entropy.
+  epochs in {20, 40} (6 trials). The 3 final runs share the seed-0 splits (a new private
+  pool would need minutes of scattering); the seed sets the initial weights, the noise
+  is fresh OS entropy. Scattering features are cached on disk outside the repository
+  (``central_dpsgd_data.cache_features_on_disk``).
 
-Run one data set per process (the scattering features of Fashion-MNIST are cached in
-memory for the process, never on disk)::
+Run one data set per process, one process at a time::
 
     python benchmarks/central_dpsgd_tune.py digits
+    python benchmarks/central_dpsgd_tune.py digits-anchor --relations add_remove
     python benchmarks/central_dpsgd_tune.py digits --relations none   # non-private central
-    python benchmarks/central_dpsgd_tune.py fmnist
+    python benchmarks/central_dpsgd_tune.py fmnist --relations add_remove
     python benchmarks/central_dpsgd_tune.py fmnist --fixed 16 40      # the paper's setting
 """
 
@@ -42,30 +48,34 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from central_dpsgd_data import anchor_digits, cache_features_on_disk, stratified_split
 
 from fedkd.config import Config, load_config
 from simulations.baselines.central import fit_central, fit_dpsgd
 from simulations.baselines.common import central_student, load_data
 
 CONFIGS = Path(__file__).resolve().parents[1] / "simulations" / "configs"
-VALIDATION_FRACTION = 0.1
 VALIDATION_SEED = 20211
+GRID_SEED = 14
 SEEDS = (0, 1, 2)
 RELATIONS = ("add_remove", "replace_one")
 
-SETUPS = {
-    "digits": {
-        "base": "quickstart.yaml",
-        "set": [
-            "distill.student=mlp",
-            "runtime.backend=inprocess",
-            "clients.batch_size=128",
-            "privacy.dpsgd.max_grad_norm=1.0",
-        ],
-        "epsilons": (1.0, 3.0),
-        "grid": {"clients.lr": (0.05, 0.1, 0.2), "rounds": (20, 50)},
-        "validation_fraction": 0.2,
+_DIGITS = {
+    "base": "quickstart.yaml",
+    "set": ["distill.student=mlp", "runtime.backend=inprocess"],
+    "epsilons": (1.0, 3.0),
+    "grid": {
+        "clients.batch_size": (64, 128, 256),
+        "clients.lr": (0.03, 0.1, 0.3),
+        "privacy.dpsgd.max_grad_norm": (0.5, 1.0, 2.0),
+        "rounds": (30, 60, 100),
     },
+    "trials": 24,
+    "validation_fraction": 0.2,
+}
+SETUPS = {
+    "digits": _DIGITS,
+    "digits-anchor": {**_DIGITS, "anchor_split": True},
     "fmnist": {
         "base": "fmnist_scattering.yaml",
         "set": [
@@ -76,23 +86,23 @@ SETUPS = {
         ],
         "epsilons": (3.0,),
         "grid": {"clients.lr": (4.0, 8.0, 16.0), "rounds": (20, 40)},
-        "validation_fraction": VALIDATION_FRACTION,
+        "validation_fraction": 0.1,
         "same_split": True,
+        "disk_cache": True,
     },
 }
 
 
-def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices ``(train, validation)``: ``round(fraction * n_c)`` of each class ``c`` go
-    to validation, chosen by a generator seeded with ``seed``."""
-    rng = np.random.default_rng(seed)
-    val = []
-    for c in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == c))
-        val.append(idx[: int(round(fraction * len(idx)))])
-    val_idx = np.sort(np.concatenate(val))
-    train_idx = np.setdiff1d(np.arange(len(y)), val_idx)
-    return train_idx, val_idx
+def grid_trials(setup: dict) -> list[dict]:
+    """The trials of a cell: the whole grid, or ``setup["trials"]`` of its points drawn
+    without replacement by a generator seeded with :data:`GRID_SEED` (the same in every
+    cell, so every cell gets the same tuning effort)."""
+    keys = list(setup["grid"])
+    points = [dict(zip(keys, v, strict=True)) for v in itertools.product(*setup["grid"].values())]
+    if "trials" not in setup:
+        return points
+    pick = np.random.default_rng(GRID_SEED).choice(len(points), setup["trials"], replace=False)
+    return [points[i] for i in sorted(pick)]
 
 
 def cell_config(base: Config, trial: dict, epsilon: float, relation: str, seed: int) -> Config:
@@ -102,7 +112,13 @@ def cell_config(base: Config, trial: dict, epsilon: float, relation: str, seed: 
         dpsgd = dataclasses.replace(
             dpsgd, target_epsilon=epsilon, noise_multiplier=None, relation=relation
         )
-    clients = dataclasses.replace(base.clients, lr=trial["clients.lr"])
+    if "privacy.dpsgd.max_grad_norm" in trial:
+        dpsgd = dataclasses.replace(dpsgd, max_grad_norm=trial["privacy.dpsgd.max_grad_norm"])
+    clients = dataclasses.replace(
+        base.clients,
+        lr=trial["clients.lr"],
+        batch_size=trial.get("clients.batch_size", base.clients.batch_size),
+    )
     return dataclasses.replace(
         base,
         seed=seed,
@@ -110,6 +126,23 @@ def cell_config(base: Config, trial: dict, epsilon: float, relation: str, seed: 
         clients=clients,
         privacy=dataclasses.replace(base.privacy, dpsgd=dpsgd),
     )
+
+
+def pool(cfg: Config, setup: dict, split_seed: int) -> tuple[torch.nn.Module, list[np.ndarray]]:
+    """A fresh student for ``cfg`` and ``[x_train, y_train, x_test, y_test]``: the pooled
+    private data and test set of the splits drawn with ``split_seed``, or the anchors'
+    80/20 split of all digits (``anchor_split``)."""
+    split_cfg = dataclasses.replace(cfg, seed=split_seed)
+    model, data = central_student(cfg, load_data(split_cfg))
+    if setup.get("anchor_split"):
+        return model, list(anchor_digits(split_seed))
+    return model, [data.x_private, data.y_private, data.x_test, data.y_test]
+
+
+def describe(trial: dict) -> str:
+    """A trial's settings in one short line."""
+    short = {"clients.batch_size": "B", "clients.lr": "lr", "privacy.dpsgd.max_grad_norm": "C"}
+    return " ".join(f"{short.get(k, 'epochs')}={v:g}" for k, v in trial.items())
 
 
 def _fit(relation: str, cfg: Config, model, x, y, x_eval, y_eval) -> tuple[float, str]:
@@ -122,59 +155,64 @@ def _fit(relation: str, cfg: Config, model, x, y, x_eval, y_eval) -> tuple[float
 
 
 def tune(base: Config, setup: dict, epsilon: float, relation: str) -> dict:
-    """Every trial of the grid on the validation split; returns the best trial."""
-    _, data = central_student(base, load_data(base))
-    train, val = stratified_split(data.y_private, setup["validation_fraction"], VALIDATION_SEED)
-    x, y = data.x_private, data.y_private
+    """Every trial on the validation split (carved from the seed-0 training side);
+    returns the first trial with the best final-epoch validation accuracy."""
+    _, (x, y, _, _) = pool(base, setup, base.seed)
+    train, val = stratified_split(y, setup["validation_fraction"], VALIDATION_SEED)
     print(f"  validation split: {len(train)} train / {len(val)} validation (seed {base.seed})")
-    keys = list(setup["grid"])
     best, best_acc = None, -1.0
-    for values in itertools.product(*setup["grid"].values()):
-        trial = dict(zip(keys, values, strict=True))
+    for trial in grid_trials(setup):
         cfg = cell_config(base, trial, epsilon, relation, base.seed)
-        model, _ = central_student(cfg, load_data(cfg))  # a fresh head; features cached
+        model, _ = pool(cfg, setup, base.seed)  # a fresh student; features cached
         t0 = time.monotonic()
         acc, note = _fit(relation, cfg, model, x[train], y[train], x[val], y[val])
         print(
-            f"  trial lr={trial['clients.lr']:<5g} epochs={trial['rounds']:<3d} {note}"
-            f"val_acc={acc:.4f} ({time.monotonic() - t0:.0f} s)",
+            f"  trial {describe(trial)} {note}val_acc={acc:.4f} ({time.monotonic() - t0:.0f} s)",
             flush=True,
         )
         if acc > best_acc:
             best, best_acc = trial, acc
-    print(f"  chosen: {best} (validation accuracy {best_acc:.4f})")
+    print(f"  chosen: {describe(best)} (validation accuracy {best_acc:.4f})")
     return best
 
 
 def final(
     base: Config, setup: dict, trial: dict, epsilon: float, relation: str, seeds: list[int]
 ) -> list[float]:
-    """Test accuracy of ``trial`` trained on the whole private pool, for each seed."""
+    """Test accuracy of ``trial`` trained on the whole training pool, for each seed."""
     accs = []
     for seed in seeds:
         cfg = cell_config(base, trial, epsilon, relation, seed)
-        # fmnist: seed-0 splits for every seed (the scattering of a new private pool takes
-        # minutes on one core); the seed then sets the initial weights, the noise is fresh.
-        split_cfg = base if setup.get("same_split") else cfg
-        model, data = central_student(cfg, load_data(split_cfg))
-        t0 = time.monotonic()
-        acc, note = _fit(
-            relation, cfg, model, data.x_private, data.y_private, data.x_test, data.y_test
+        # fmnist: seed-0 splits for every seed (a new private pool means minutes of
+        # scattering); the seed then sets the initial weights, the noise is fresh.
+        model, (x, y, x_test, y_test) = pool(
+            cfg, setup, base.seed if setup.get("same_split") else seed
         )
+        t0 = time.monotonic()
+        acc, note = _fit(relation, cfg, model, x, y, x_test, y_test)
         print(
-            f"  seed {seed}: n={len(data.y_private)} {note}test_acc={acc:.4f} "
-            f"({time.monotonic() - t0:.0f} s)",
+            f"  seed {seed}: n={len(y)} {note}test_acc={acc:.4f} ({time.monotonic() - t0:.0f} s)",
             flush=True,
         )
         accs.append(acc)
     return accs
 
 
+def _result(name: str, epsilon: float, relation: str, trial: dict, accs: list[float]) -> str:
+    spread = np.std(accs, ddof=1) if len(accs) > 1 else float("nan")
+    return (
+        f"RESULT {name} eps={epsilon:g} {relation}: {describe(trial)} test "
+        f"{np.mean(accs):.4f} ± {spread:.4f} ({len(accs)} seeds: "
+        + ", ".join(f"{a:.4f}" for a in accs)
+        + ")"
+    )
+
+
 def fixed(base: Config, setup: dict, args: argparse.Namespace) -> None:
     """Test one given setting (no tuning) in every cell, seed by seed: each seed's runs of
     all cells come before the next seed's, so a cut-short run still covers every cell."""
     trial = {"clients.lr": args.fixed[0], "rounds": int(args.fixed[1])}
-    print(f"fixed setting, not tuned here: {trial}")
+    print(f"fixed setting, not tuned here: {describe(trial)}")
     cells = [(e, r) for e in setup["epsilons"] for r in args.relations]
     accs: dict[tuple, list[float]] = {cell: [] for cell in cells}
     for seed in args.seeds:
@@ -182,11 +220,7 @@ def fixed(base: Config, setup: dict, args: argparse.Namespace) -> None:
             print(f"cell eps={epsilon:g} relation={relation}")
             accs[(epsilon, relation)] += final(base, setup, trial, epsilon, relation, [seed])
     for (epsilon, relation), values in accs.items():
-        spread = np.std(values, ddof=1) if len(values) > 1 else float("nan")
-        print(
-            f"RESULT {args.dataset} eps={epsilon:g} {relation}: {trial} test "
-            f"{np.mean(values):.4f} ± {spread:.4f} ({len(values)} seeds)"
-        )
+        print(_result(args.dataset, epsilon, relation, trial, values))
 
 
 def main() -> None:
@@ -199,6 +233,7 @@ def main() -> None:
         choices=[*RELATIONS, "none"],
         help="none: tune the non-private central baseline (same grid, one cell)",
     )
+    parser.add_argument("--epsilons", nargs="+", type=float, help="default: the data set's")
     parser.add_argument(
         "--fixed",
         nargs=2,
@@ -209,13 +244,19 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    setup = SETUPS[args.dataset]
+    setup = dict(SETUPS[args.dataset])
+    if args.epsilons:
+        setup["epsilons"] = tuple(args.epsilons)
+    if setup.get("disk_cache"):
+        cache_features_on_disk()
     base = load_config(CONFIGS / setup["base"], [*setup["set"], "seed=0"])
-    trials = int(np.prod([len(v) for v in setup["grid"].values()]))
     print(
-        f"{args.dataset}: {trials} trials per cell; {platform.processor() or platform.machine()}"
-        f", torch {torch.__version__}, {torch.get_num_threads()} thread"
+        f"{args.dataset}: {len(grid_trials(setup))} trials per cell; "
+        f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} thread"
     )
+    for trial in grid_trials(setup):
+        print(f"  grid: {describe(trial)}")
     t_start = time.monotonic()
     if args.fixed:
         fixed(base, setup, args)
@@ -227,11 +268,10 @@ def main() -> None:
         print(f"cell eps={epsilon:g} delta={base.privacy.delta:g} relation={relation}")
         best = tune(base, setup, epsilon, relation)
         accs = final(base, setup, best, epsilon, relation, args.seeds)
-        spread = np.std(accs, ddof=1) if len(accs) > 1 else float("nan")
         print(
-            f"  RESULT {args.dataset} eps={epsilon:g} {relation}: lr={best['clients.lr']:g} "
-            f"epochs={best['rounds']} test {np.mean(accs):.4f} ± {spread:.4f} "
-            f"({len(accs)} seeds) cell wall {time.monotonic() - t_cell:.0f} s",
+            "  "
+            + _result(args.dataset, epsilon, relation, best, accs)
+            + f" cell wall {time.monotonic() - t_cell:.0f} s",
             flush=True,
         )
     print(f"total wall {time.monotonic() - t_start:.0f} s")
