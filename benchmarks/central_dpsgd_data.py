@@ -32,7 +32,7 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndar
 def anchor_digits(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``(x_train, y_train, x_test, y_test)``: a plain stratified 80/20 split (by ``seed``)
     of all 1,797 scikit-learn digits, scaled to [0, 1] as fedkd's ``digits`` source (the
-    split of the published digits DP-SGD anchors: ~1,437 train, 360 test, no public proxy)."""
+    split of the published digits DP-SGD anchors: 1,438 train, 359 test, no public proxy)."""
     from sklearn.datasets import load_digits
 
     x, y = load_digits(return_X_y=True)
