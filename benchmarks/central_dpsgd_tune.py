@@ -30,6 +30,8 @@ Grids (momentum 0.9 throughout; the same trials in every cell of a data set):
   pool would need minutes of scattering); the seed sets the initial weights, the noise
   is fresh OS entropy. Scattering features are cached on disk outside the repository
   (``central_dpsgd_data.cache_features_on_disk``).
+* fmnist-edge: as fmnist with lr in {16, 32} x epochs in {40, 80} (4 trials), the step
+  beyond the corner that fmnist's grid chose under add/remove.
 
 Run one data set per process, one process at a time::
 
@@ -37,6 +39,7 @@ Run one data set per process, one process at a time::
     python benchmarks/central_dpsgd_tune.py digits-anchor --relations add_remove
     python benchmarks/central_dpsgd_tune.py digits --relations none   # non-private central
     python benchmarks/central_dpsgd_tune.py fmnist --relations add_remove
+    python benchmarks/central_dpsgd_tune.py fmnist-edge --relations add_remove
     python benchmarks/central_dpsgd_tune.py fmnist --fixed 16 40      # the paper's setting
 """
 
@@ -94,6 +97,11 @@ SETUPS = {
         "same_split": True,
         "disk_cache": True,
     },
+}
+# fmnist's grid chose its corner (the largest lr and epochs): the next step out, 4 trials.
+SETUPS["fmnist-edge"] = {
+    **SETUPS["fmnist"],
+    "grid": {"clients.lr": (16.0, 32.0), "rounds": (40, 80)},
 }
 
 
