@@ -29,6 +29,18 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndar
     return train_idx, held_idx
 
 
+def stratified_folds(y: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``k`` pairs ``(train, validation)`` of indices: each class is permuted by a generator
+    seeded with ``seed`` and dealt round-robin to the folds, so every example is in exactly
+    one validation fold and the folds keep the class proportions."""
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(y), dtype=np.int64)
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        fold[idx] = np.arange(len(idx)) % k
+    return [(np.flatnonzero(fold != f), np.flatnonzero(fold == f)) for f in range(k)]
+
+
 def anchor_digits(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``(x_train, y_train, x_test, y_test)``: a plain stratified 80/20 split (by ``seed``)
     of all 1,797 scikit-learn digits, scaled to [0, 1] as fedkd's ``digits`` source (the

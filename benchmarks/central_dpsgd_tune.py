@@ -13,12 +13,12 @@ Grids (momentum 0.9 throughout; the same trials in every cell of a data set):
 
 * digits (scikit-learn 8x8, MLP 64-128-10 student, the quickstart's splits: 1,005 private
   examples): the full grid B in {64, 128, 256} x lr in {0.02, 0.05, 0.1} x C in {0.5, 1,
-  2} x epochs in {30, 60, 100}, 81 trials in every cell, each run once; the 8 best are
-  run 3 more times (other initial weights, fresh noise) and the best mean of 4 chosen
-  (105 runs per cell; one run's validation accuracy at ε = 1 varies by several points).
+  2} x epochs in {30, 60, 100}, 81 trials in every cell, each run once on the 806 / 199
+  split; the 8 best are then scored by stratified 5-fold cross-validation over the whole
+  1,005 (every example validated once) and the best mean chosen: 121 runs per cell.
   Earlier passes, kept for the record: 24 of the 81 points of a grid with lr in {0.03,
-  0.1, 0.3} (``trials`` with :data:`GRID_SEED`, commit 7a68d96), then the 81 points run
-  once (commit 60d0b08).
+  0.1, 0.3} (``trials`` with :data:`GRID_SEED`, commit 7a68d96); the 81 points run once
+  (commit 60d0b08); the 8 best re-run 3 times on the same split (commit dd0f717).
 * digits-anchor: the same 81 trials on the split of the published anchors instead: a
   plain stratified 80/20 split of all 1,797 digits (1,438 train, 359 test, no public
   proxy); validation carved from the training side as for digits.
@@ -55,7 +55,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from central_dpsgd_data import anchor_digits, cache_features_on_disk, stratified_split
+from central_dpsgd_data import (
+    anchor_digits,
+    cache_features_on_disk,
+    stratified_folds,
+    stratified_split,
+)
 
 from fedkd.config import Config, load_config
 from simulations.baselines.central import fit_central, fit_dpsgd
@@ -77,7 +82,7 @@ _DIGITS = {
         "privacy.dpsgd.max_grad_norm": (0.5, 1.0, 2.0),
         "rounds": (30, 60, 100),
     },
-    "confirm": (8, 3),
+    "confirm_cv": (8, 5),
     "validation_fraction": 0.2,
 }
 SETUPS = {
@@ -181,28 +186,51 @@ def _validate(base, setup, trial, epsilon, relation, seed, split) -> float:
     return acc
 
 
+def _confirm(base, setup, trials, runs, epsilon, relation, split) -> dict[int, list[float]]:
+    """Second stage of :func:`tune` for the k best of ``runs``: ``confirm = (k, r)`` runs
+    each r more times on the same split (other initial weights, fresh noise) and keeps all
+    1 + r runs; ``confirm_cv = (k, f)`` scores each by stratified f-fold cross-validation
+    over the whole training side instead (every example validated once)."""
+    k, r = setup.get("confirm_cv") or setup["confirm"]
+    top = sorted(sorted(range(len(trials)), key=lambda i: -runs[i][0])[:k])
+    x, y = split[:2]
+    if "confirm_cv" in setup:
+        print(f"  confirming the {k} best by {r}-fold cross-validation on {len(y)} examples")
+        folds = stratified_folds(y, r, VALIDATION_SEED)
+        return {
+            i: [
+                _validate(base, setup, trials[i], epsilon, relation, base.seed, (x, y, *fold))
+                for fold in folds
+            ]
+            for i in top
+        }
+    print(f"  confirming the {k} best, {r} more runs each")
+    return {
+        i: runs[i]
+        + [
+            _validate(base, setup, trials[i], epsilon, relation, base.seed + 1000 + j, split)
+            for j in range(1, r + 1)
+        ]
+        for i in top
+    }
+
+
 def tune(base: Config, setup: dict, epsilon: float, relation: str) -> dict:
     """Every trial on the validation split (carved from the seed-0 training side), once;
-    with ``confirm = (k, r)`` the k best are run r more times (other initial weights,
-    fresh noise) and ranked by their mean over the 1 + r runs. Returns the first trial
-    with the best (mean) final-epoch validation accuracy."""
+    with ``confirm`` or ``confirm_cv`` the best are scored again (:func:`_confirm`) and
+    ranked by their mean. Returns the first trial with the best (mean) final-epoch
+    validation accuracy."""
     _, (x, y, _, _) = pool(base, setup, base.seed)
     train, val = stratified_split(y, setup["validation_fraction"], VALIDATION_SEED)
     split = (x, y, train, val)
     print(f"  validation split: {len(train)} train / {len(val)} validation (seed {base.seed})")
     trials = grid_trials(setup)
     runs = [[_validate(base, setup, t, epsilon, relation, base.seed, split)] for t in trials]
-    k, repeats = setup.get("confirm", (0, 0))
-    if k:
-        top = sorted(range(len(trials)), key=lambda i: -runs[i][0])[:k]
-        print(f"  confirming the {k} best, {repeats} more runs each")
-        for i in sorted(top):
-            for r in range(1, repeats + 1):
-                seed = base.seed + 1000 + r
-                runs[i].append(_validate(base, setup, trials[i], epsilon, relation, seed, split))
-        scores = {i: float(np.mean(runs[i])) for i in top}
+    if "confirm" in setup or "confirm_cv" in setup:
+        runs = _confirm(base, setup, trials, runs, epsilon, relation, split)
     else:
-        scores = {i: runs[i][0] for i in range(len(trials))}
+        runs = dict(enumerate(runs))
+    scores = {i: float(np.mean(v)) for i, v in runs.items()}
     best = max(sorted(scores), key=lambda i: scores[i])
     print(
         f"  chosen: {describe(trials[best])} (validation accuracy "
