@@ -207,6 +207,8 @@ def fit_dpsgd(
             generator=gen, momentum=MOMENTUM, ghost=True,
         )  # fmt: skip
         loss, acc = evaluate(model, x_eval, y_eval)
+        if on_epoch is None and epoch < cfg.rounds:
+            continue  # ε only when reported: a PLD composition costs more than an epoch
         eps = epsilon_of(state, cfg.privacy.delta, s.relation)
         if on_epoch is not None:
             on_epoch(

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 from fedkd.simulations.baselines import run_method
+from fedkd.simulations.baselines.central import fit_dpsgd
 from fedkd.simulations.baselines.common import (
     GroupStandardize,
     central_student,
@@ -75,6 +76,22 @@ def test_central_dpsgd_calibrates_and_accounts_under_its_relation(tmp_path, rela
     assert 1.9 < summary["epsilon_example"] <= 2.0 + 1e-9
     other = "replace_one" if relation == "add_remove" else "add_remove"
     assert independent[other](sigma, q, steps, 1e-5) != pytest.approx(2.0, rel=0.1)
+
+
+def test_fit_dpsgd_without_rows_still_returns_the_epsilon_of_every_step_taken():
+    raw = json.loads(json.dumps(TINY))
+    raw["rounds"] = 3
+    raw["privacy"] = {"dpsgd": {"target_epsilon": 2.0, "relation": "add_remove"}}
+    cfg = from_dict(raw)
+    model, data = central_student(cfg, load_data(cfg))
+    res = fit_dpsgd(cfg, model, data.x_private, data.y_private, data.x_test, data.y_test)
+    n = len(data.y_private)
+    q, steps = 1 / -(-n // 64), 3 * -(-n // 64)
+    assert res.steps == steps
+    assert res.epsilon == pytest.approx(
+        add_remove_epsilon(res.noise_multiplier, q, steps, 1e-5), rel=1e-3
+    )
+    assert 1.9 < res.epsilon <= 2.0 + 1e-9
 
 
 def test_the_relation_is_validated_at_load():
