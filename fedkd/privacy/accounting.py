@@ -335,8 +335,10 @@ def would_exceed(
     past = _by_subject(releases)
     for subject, candidates in _by_subject(candidate_releases).items():
         history = past.get(subject, []) + candidates
-        if surely_over(_components(history), delta, max_epsilon):
-            return True  # an exact lower bound is over: no PLD needed (lower_bound.py)
+        if accountant == ENFORCED:  # the bound stands in for the PLD only, after its checks
+            _check_delta_range(delta)
+            if surely_over(_components(history), delta, max_epsilon):
+                return True  # an exact lower bound is over: no PLD needed (lower_bound.py)
         if epsilon(history, delta, accountant) > max_epsilon:
             return True
     return False

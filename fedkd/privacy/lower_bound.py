@@ -46,9 +46,15 @@ def unsampled_mu(components: Sequence[tuple[float, float, int, str]]) -> float:
     Returns
     -------
     float
-        ``sqrt(Σ count / z²)`` over the components with ``q >= 1``; 0.0 if there are none.
+        ``sqrt(Σ count / z²)`` over the components with ``q >= 1``; 0.0 if there are none,
+        ``inf`` if a ``z²`` is 0.0 (no noise, or a z that small: the PLD says ε = ∞).
     """
-    return math.sqrt(sum(n / z**2 for z, q, n, _ in components if q >= 1.0))
+    total = 0.0
+    for z, q, n, _ in components:
+        if q >= 1.0:
+            square = z * z  # not z**2: that raises OverflowError for a huge z
+            total += n / square if square > 0.0 else math.inf
+    return math.sqrt(total)
 
 
 def gaussian_delta(mu: float, epsilon: float) -> float:

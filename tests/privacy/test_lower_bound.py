@@ -79,3 +79,45 @@ def test_the_fast_path_settles_a_history_far_over_the_budget() -> None:
     components = acc._components([_dpsgd(1.0, 1.0, 30)])  # μ = sqrt(30), ε near 40
     assert lower_bound.surely_over(components, 1e-5, 8.0) is True
     assert lower_bound.surely_over(components, 1e-5, 200.0) is False
+
+
+def test_would_exceed_validates_and_refuses_as_before_the_fast_path_answers() -> None:
+    # A history far over the budget (the bound settles it) must still get the errors the
+    # PLD path gives: a δ outside (0, 1), the GDP refusal, an accountant that cannot
+    # account replace-one with q < 1.
+    over = [_dpsgd(1.0, 1.0, 30)]
+    assert lower_bound.surely_over(acc._components(over), 1e-5, 8.0) is True
+    for bad_delta in (0.0, -1e-5):
+        with pytest.raises(ValueError, match="delta must be in"):
+            acc.would_exceed([], over, bad_delta, 8.0)
+    with pytest.raises(ValueError, match="GDP"):
+        acc.would_exceed([], over, 1e-5, 8.0, accountant="gdp")
+    mixed = over + [_dpsgd(1.0, 0.1, 3, round_=1)]
+    with pytest.raises(ValueError, match="cannot account replace-one"):
+        acc.would_exceed([], mixed, 1e-5, 8.0, accountant="rdp")
+
+
+def test_a_noise_free_component_is_over_budget_not_a_crash() -> None:
+    # σ this small makes a PATE round's z underflow to 0.0 (and a tiny z's square to 0.0);
+    # the PLD answers "over" (no noise: ε = ∞), and so must the bound.
+    pate = Release("pate", "client", "server", 0, 1e-160, 1.0, 5, 1e-160, 5)
+    assert acc._components([pate])[0][0] == 0.0
+    assert lower_bound.unsampled_mu(acc._components([pate])) == math.inf
+    assert lower_bound.unsampled_mu([(1e-170, 1.0, 1, "add_remove")]) == math.inf
+    assert lower_bound.unsampled_mu([(1e200, 1.0, 1, "add_remove")]) == 0.0
+    assert acc.would_exceed([], [pate], 1e-5, 100.0) is True
+
+
+@pytest.mark.parametrize("relation", ["replace_one", "add_remove"])
+def test_the_bound_never_says_over_at_the_plds_own_epsilon_for_a_pate_round(relation) -> None:
+    # PATE folds the relation's sensitivity into z (under replace_one with q = 1 the PLD
+    # shifts by 2/z, the bound by 1/z): the bound's δ at the PLD's ε stays below δ.
+    rounds = [
+        Release("pate", "client", "server", r, 8.0, 1.0, 10, 10.0, 10, relation=relation)
+        for r in range(2)
+    ]
+    components = acc._components(rounds)
+    eps = acc.pld_epsilon(rounds, 1e-5)
+    assert lower_bound.gaussian_delta(lower_bound.unsampled_mu(components), eps) <= 1e-5
+    assert lower_bound.surely_over(components, 1e-5, eps) is False
+    assert lower_bound.surely_over(components, 1e-5, 0.3 * eps) is True  # it does fire below
