@@ -5,16 +5,19 @@ the privacy loss: for a heavily composed Gaussian without subsampling (μ of 20 
 ε in the hundreds) one check takes seconds to minutes. Such a release is far over any
 budget, and a lower bound that is already over the budget settles the check.
 
-Why it is a lower bound on the true ε, hence on the (pessimistic, upper-bound) PLD ε:
+Why it is a lower bound on the ε of the accounted components (the ``(z, q, count,
+relation)`` reduction of :mod:`fedkd.privacy.accounting`), hence on the pessimistic PLD ε
+that every check enforces:
 
 * Dropping mechanisms from a composition cannot raise ε: the output of a sub-composition
   is a post-processing of the output of the whole.
 * The components without subsampling (q = 1) compose to one Gaussian mechanism with
-  ``μ = sqrt(Σ count / z²)`` at sensitivity 1 (the privacy loss of a Gaussian mechanism
-  is Gaussian, and compositions of Gaussians add their μ² exactly; Dong, Roth and Su,
-  "Gaussian Differential Privacy", JRSS-B 2022, Corollary 2). A larger sensitivity, as
-  under ``replace_one`` (2/z per step), only raises ε, so sensitivity 1 bounds both
-  relations from below.
+  ``μ = sqrt(Σ (s · count) / z²)`` (the privacy loss of a Gaussian mechanism is Gaussian,
+  and compositions of Gaussians add their μ² exactly; Dong, Roth and Su, "Gaussian
+  Differential Privacy", JRSS-B 2022, Corollary 2), where a step moves the mean by s/z
+  noise standard deviations: s = 1 under ``add_remove`` and s = 2 under ``replace_one``,
+  ``dp_accounting``'s REPLACE_ONE convention for ``GaussianDpEvent(z)`` (μ(x + 1) against
+  μ(x − 1)), which is the μ its PLD of these components has.
 * A Gaussian mechanism with that μ is (ε, δ)-DP exactly when
   ``δ ≥ Φ(μ/2 − ε/μ) − e^ε Φ(−μ/2 − ε/μ)`` (Balle and Wang, "Improving the Gaussian
   Mechanism for Differential Privacy", ICML 2018, Theorem 8). If that δ at the budget ε is
@@ -35,7 +38,7 @@ MARGIN = 1.1
 
 
 def unsampled_mu(components: Sequence[tuple[float, float, int, str]]) -> float:
-    """μ at sensitivity 1 of the components without subsampling (q = 1), composed.
+    """μ of the components without subsampling (q = 1), composed (see the module doc).
 
     Parameters
     ----------
@@ -46,14 +49,16 @@ def unsampled_mu(components: Sequence[tuple[float, float, int, str]]) -> float:
     Returns
     -------
     float
-        ``sqrt(Σ count / z²)`` over the components with ``q >= 1``; 0.0 if there are none,
+        ``sqrt(Σ s² count / z²)`` over the components with ``q >= 1`` (s = 2 under
+        ``replace_one``, 1 under ``add_remove``); 0.0 if there are none,
         ``inf`` if a ``z²`` is 0.0 (no noise, or a z that small: the PLD says ε = ∞).
     """
     total = 0.0
-    for z, q, n, _ in components:
+    for z, q, n, relation in components:
         if q >= 1.0:
             square = z * z  # not z**2: that raises OverflowError for a huge z
-            total += n / square if square > 0.0 else math.inf
+            shift = 2.0 if relation == "replace_one" else 1.0
+            total += shift * shift * n / square if square > 0.0 else math.inf
     return math.sqrt(total)
 
 
