@@ -37,9 +37,9 @@ def _task_identity():
 #: pytest-xdist groups (the README's test command runs two workers, one per core). Each
 #: group runs one test at a time on one worker: no two Ray clusters ever start at once, and
 #: no two Flower deployments (SuperLink + SuperNodes) compete for ports and heartbeats. A
-#: Ray test and a deployment test may overlap: the deployment mostly waits on polls.
-#: The files with expensive module-scoped runs (export, flat inputs, recompute) keep their tests on
-#: one worker, so that run is made once.
+#: Ray test and a deployment test may overlap: the deployment mostly waits on polls. The
+#: files with expensive module-scoped runs (export, flat inputs, recompute) keep their tests
+#: on one worker, so that run is made once.
 XDIST_GROUPS = {
     "ray": ("test_flwr_run.py", "test_ctrl_c.py"),
     "deploy": ("deploy/",),
