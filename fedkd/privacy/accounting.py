@@ -332,13 +332,14 @@ def would_exceed(
     """
     if not (isinstance(max_epsilon, int | float) and max_epsilon > 0):
         raise ValueError(f"max_epsilon must be > 0, got {max_epsilon!r}")
+    fast = accountant == ENFORCED  # the bound stands in for the PLD only, after its checks
+    if fast:
+        _check_delta_range(delta)
     past = _by_subject(releases)
     for subject, candidates in _by_subject(candidate_releases).items():
         history = past.get(subject, []) + candidates
-        if accountant == ENFORCED:  # the bound stands in for the PLD only, after its checks
-            _check_delta_range(delta)
-            if surely_over(_components(history), delta, max_epsilon):
-                return True  # an exact lower bound is over: no PLD needed (lower_bound.py)
+        if fast and surely_over(_components(history), delta, max_epsilon):
+            return True  # an exact lower bound is over: no PLD needed (lower_bound.py)
         if epsilon(history, delta, accountant) > max_epsilon:
             return True
     return False
