@@ -59,7 +59,8 @@ class DistillConfig:
     """Teacher aggregation, codec and server-side distillation of the student."""
 
     student: str = "mlp"
-    proxy_per_round: int = 0  # 0: the whole proxy set every round
+    # rows asked per round: a count (0: the whole proxy) or a share of the proxy in (0, 1]
+    proxy_per_round: int | float = 0
     temperature: float = 1.0
     epochs: int = 10
     lr: float = 0.05
@@ -427,7 +428,14 @@ def _validate_distill(k: DistillConfig) -> None:
         0 <= k.propagate_alpha < 1,
         f"distill.propagate_alpha must be in [0, 1), got {k.propagate_alpha}",
     )
-    _min("distill.proxy_per_round", k.proxy_per_round, 0)
+    if isinstance(k.proxy_per_round, float):
+        _require(
+            0.0 < k.proxy_per_round <= 1.0,
+            "distill.proxy_per_round must be a count (an integer >= 0) or a share of the proxy "
+            f"in (0, 1], got {k.proxy_per_round}",
+        )
+    else:
+        _min("distill.proxy_per_round", k.proxy_per_round, 0)
     _min("distill.group_norm", k.group_norm, 0)
     _one_of("distill.digest_target", k.digest_target, _DIGEST_TARGETS, "digest target")
     _require(0 < k.max_entropy <= 1, f"distill.max_entropy must be in (0, 1], got {k.max_entropy}")

@@ -82,12 +82,42 @@ def record_dict_bytes(records: Iterable[object]) -> int:
     return int(sum(rec.count_bytes() for rec in records))  # type: ignore[attr-defined]
 
 
-def proxy_subset(num_proxy: int, per_round: int, seed: int, server_round: int) -> np.ndarray:
+def rows_per_round(per_round: int | float, num_proxy: int) -> int:
+    """How many proxy rows a round asks for (``distill.proxy_per_round``).
+
+    Parameters
+    ----------
+    per_round : int or float
+        An integer is a count: 0, or at least ``num_proxy``, means the whole proxy. A float
+        in (0, 1] is a share of the proxy's rows, rounded to the nearest count and at least
+        one, so that one setting fits proxies of any size.
+    num_proxy : int
+        Rows of the public proxy.
+
+    Returns
+    -------
+    int
+        The count, between 1 and ``num_proxy`` (``num_proxy`` when it is 0).
+    """
+    if isinstance(per_round, float):
+        if not 0.0 < per_round <= 1.0:
+            raise ValueError(f"a share of the proxy must be in (0, 1], got {per_round}")
+        return min(num_proxy, max(1, round(per_round * num_proxy)))
+    if per_round <= 0 or per_round >= num_proxy:
+        return num_proxy
+    return per_round
+
+
+def proxy_subset(
+    num_proxy: int, per_round: int | float, seed: int, server_round: int
+) -> np.ndarray:
     """The round's public proxy rows, sorted int32 indices; seeded by (seed, round).
 
-    ``per_round`` of 0 (or at least ``num_proxy``) selects the whole proxy set.
+    ``per_round`` is resolved by :func:`rows_per_round`; the whole proxy when it asks for
+    all of it.
     """
-    if per_round <= 0 or per_round >= num_proxy:
+    per_round = rows_per_round(per_round, num_proxy)
+    if per_round >= num_proxy:
         return np.arange(num_proxy, dtype=np.int32)
     rng = np.random.default_rng([seed, server_round, 0x50])
     return np.sort(rng.choice(num_proxy, size=per_round, replace=False)).astype(np.int32)

@@ -11,6 +11,7 @@ from fedkd.features import build_client_model, feature_args
 from fedkd.local import client_model_name
 from fedkd.modelcheck import check_model, check_portable
 from fedkd.models import ModelError
+from fedkd.protocol import rows_per_round
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,15 @@ def _note_data_fit(cfg: Config, shape: tuple[int, ...], num_proxy: int) -> None:
         logger.info(
             "distill.augment: inputs of shape %s are not images; no shifts are applied", shape
         )
-    if d.proxy_per_round >= num_proxy:
+    rows = rows_per_round(d.proxy_per_round, num_proxy)
+    if isinstance(d.proxy_per_round, float):
+        logger.info(
+            "distill.proxy_per_round=%g of the proxy's %d rows: %d rows per round",
+            d.proxy_per_round,
+            num_proxy,
+            rows,
+        )
+    elif d.proxy_per_round >= num_proxy:
         logger.info(
             "distill.proxy_per_round=%d is at least the proxy's %d rows: every round asks for "
             "all of them",

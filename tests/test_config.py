@@ -55,6 +55,9 @@ def test_wrong_type_is_named():
         ("distill.early_stop=-1", "distill.early_stop"),
         ("distill.holdout_fraction=0", "distill.holdout_fraction"),
         ("distill.holdout_fraction=1", "distill.holdout_fraction"),
+        ("distill.proxy_per_round=-1", "distill.proxy_per_round"),
+        ("distill.proxy_per_round=1.5", "distill.proxy_per_round"),
+        ("distill.proxy_per_round=0.0", "distill.proxy_per_round"),
     ],
 )
 def test_impossible_values_are_refused_naming_the_key(override, key):
@@ -159,3 +162,9 @@ def test_an_empty_config_file_is_refused(tmp_path, text):
     path.write_text(text)
     with pytest.raises(ConfigError, match=f"config file {path} is empty"):
         load_config(path)
+
+
+def test_proxy_per_round_keeps_a_count_an_integer_and_a_share_a_float():
+    assert from_dict({}, ["distill.proxy_per_round=150"]).distill.proxy_per_round == 150
+    assert isinstance(from_dict({}, ["distill.proxy_per_round=150"]).distill.proxy_per_round, int)
+    assert from_dict({}, ["distill.proxy_per_round=0.35"]).distill.proxy_per_round == 0.35

@@ -151,3 +151,19 @@ def test_selective_fd_mixup_and_early_stop_run_and_change_the_student(tmp_path):
     assert rn[1]["bytes_down"] < rb[1]["bytes_down"]
     assert rn[-1]["student_loss"] != rb[-1]["student_loss"]
     assert rn[-1]["student_accuracy"] > 0.15  # chance 0.1 (base: 0.53, this: 0.24)
+
+
+def test_a_share_of_the_proxy_runs_as_the_count_it_stands_for(tmp_path):
+    from fedkd.clientdata import splits_for
+
+    cfg = from_dict(BASE)
+    rows = round(0.25 * len(splits_for(cfg.data, cfg.seed).x_proxy))
+    keys = ("student_accuracy", "student_loss", "teacher_accuracy", "bytes_up")
+    _, share = _run(tmp_path, "share", ["distill.proxy_per_round=0.25", "rounds=1"])
+    _, count = _run(tmp_path, "count", [f"distill.proxy_per_round={rows}", "rounds=1"])
+    _, other = _run(tmp_path, "other", [f"distill.proxy_per_round={rows + 20}", "rounds=1"])
+    rs, rc, ro = (
+        json.loads((p / "metrics.json").read_text())["rounds"] for p in (share, count, other)
+    )
+    assert [[r[k] for k in keys] for r in rs] == [[r[k] for k in keys] for r in rc]
+    assert rs[0]["bytes_up"] < ro[0]["bytes_up"]

@@ -83,6 +83,15 @@ def test_epsilon_inf_is_non_private_and_names_are_safe():
     assert len(cell_name({f"k{i}": "x" * 30 for i in range(8)})) <= 120
 
 
+def test_pate_calibration_refuses_a_share_of_the_proxy_naming_the_key():
+    spec = _spec(
+        {"privacy.mechanisms": [["pate"]], "epsilon": [2]},
+        set={"distill.proxy_per_round": 0.35},
+    )
+    with pytest.raises(ConfigError, match=r"distill\.proxy_per_round=0\.35 is a share"):
+        expand(spec)
+
+
 @pytest.mark.parametrize(
     ("raw", "message"),
     [

@@ -12,6 +12,7 @@ import numpy as np
 from fedkd.mechanisms.base import TeacherRelease
 from fedkd.mechanisms.client_level import ClientLevel
 from fedkd.privacy.ledger import Release
+from fedkd.protocol import rows_per_round
 
 _NOISE = 0x6B  # purpose tag of the GNMax noise (insecure_seeded_noise only)
 
@@ -62,8 +63,8 @@ class PATE(ClientLevel):
     def candidate(self, server_round: int, num_clients: int) -> Release:
         """The round's charge for the most queries it can ask."""
         num_proxy = self.ctx.num_proxy
-        m = self.cfg.distill.proxy_per_round or num_proxy
-        return self._release_entry(server_round, min(m, num_proxy), num_clients)
+        m = rows_per_round(self.cfg.distill.proxy_per_round, num_proxy)
+        return self._release_entry(server_round, m, num_clients)
 
     def release(
         self, server_round: int, preds: np.ndarray, weights: np.ndarray, num_clients: int

@@ -209,7 +209,13 @@ def _fedkd_gaussian(raw: dict[str, Any], epsilon: float) -> None:
 
 def _fedkd_pate(raw: dict[str, Any], epsilon: float) -> None:
     threshold = _get(raw, "privacy.pate.threshold") is not None
-    per_round = int(_get(raw, "distill.proxy_per_round", 0) or 0)
+    per_round = _get(raw, "distill.proxy_per_round", 0) or 0
+    if isinstance(per_round, float):
+        raise ConfigError(
+            f"epsilon for pate needs a count of queries per round, and distill.proxy_per_round="
+            f"{per_round:g} is a share of the proxy, whose size is not known before the data "
+            "loads: set an integer"
+        )
     if per_round <= 0:
         raise ConfigError("epsilon for pate needs distill.proxy_per_round > 0 (queries per round)")
     sigma = pate_sigma(
