@@ -67,4 +67,4 @@ def test_flat_run_uses_the_1d_cnn_and_says_which_settings_are_moot(flat_run):
     assert isinstance(result.student, SmallCNN1d)
     assert any("model 'cnn' on flat inputs of 12 features" in m for m in messages)
     assert any("distill.augment: inputs of shape (12,) are not images" in m for m in messages)
-    assert any("distill.proxy_per_round=150 is at least the proxy's" in m for m in messages)
+    assert any("distill.proxy_per_round=0.35 of the proxy's" in m for m in messages)
