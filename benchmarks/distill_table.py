@@ -1,7 +1,9 @@
 """The issue-15 table from ``distill_diagnostics.py`` outputs: fedkd next to FedAvg.
 
 Each argument is ``LABEL=PATH``: a row label and a ``diagnostics.json`` written by
-``benchmarks/distill_diagnostics.py`` (or the folder holding it). Prints a Markdown table,
+``benchmarks/distill_diagnostics.py`` (or the folder holding it), or a ``fedkd tune``
+folder (or its ``results.csv``), whose non-private ``fedkd`` and ``fedavg`` final runs make
+the row (each tuned on validation by the same protocol). Prints a Markdown table,
 one row per file: FedAvg's and fedkd's final-round test accuracy (mean ± sample standard
 deviation over the file's seeds), their difference, fedkd's uplink bytes per client-round
 as a share of FedAvg's, the clients' architectures, the number of seeds, the wall time of
@@ -14,6 +16,7 @@ the script and the command that produced the file.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import statistics
 from pathlib import Path
@@ -68,6 +71,49 @@ def table_row(label: str, diag: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def tune_row(label: str, rows: list[dict[str, str]], models: str, command: str) -> dict[str, Any]:
+    """The figures of a ``fedkd tune`` folder's ``results.csv`` (as :func:`table_row`).
+
+    Parameters
+    ----------
+    label : str
+        The row's name.
+    rows : list of dict
+        The rows of ``results.csv``; those of the non-private ``fedkd`` and ``fedavg`` series
+        are read, paired by seed.
+    models, command : str
+        The clients' architectures and the command that made the folder.
+
+    Returns
+    -------
+    dict
+        As :func:`table_row`; ``wall_s`` is the two methods' final runs, summed.
+    """
+    by: dict[str, dict[int, dict[str, str]]] = {"fedkd": {}, "fedavg": {}}
+    for r in rows:
+        if r["series"] in by and r["mechanism"] == "none" and r["status"] == "done":
+            by[r["series"]][int(r["seed"])] = r
+    seeds = sorted(set(by["fedkd"]) & set(by["fedavg"]))
+    if not seeds:
+        raise ValueError(f"{label}: no seed with both a finished fedkd and fedavg run")
+    acc = {m: [float(by[m][s]["student_accuracy"]) for s in seeds] for m in by}
+    up = {
+        m: statistics.fmean(float(by[m][s]["bytes_up_per_client_round"]) for s in seeds) for m in by
+    }
+    wall = sum(float(by[m][s]["wall_seconds"]) for m in by for s in seeds)
+    return {
+        "label": label,
+        "fedavg": _mean_sd(acc["fedavg"]),
+        "fedkd": _mean_sd(acc["fedkd"]),
+        "diff": statistics.fmean(k - a for k, a in zip(acc["fedkd"], acc["fedavg"], strict=True)),
+        "uplink": up["fedkd"] / up["fedavg"],
+        "seeds": len(seeds),
+        "wall_s": wall,
+        "models": models,
+        "command": command,
+    }
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
     """The rows of :func:`table_row` as a Markdown table, commands listed below it."""
     lines = [
@@ -87,15 +133,31 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _load(spec: str) -> tuple[str, dict[str, Any]]:
+def _tune_models(folder: Path) -> str:
+    """The fedkd clients' architectures, from a final run's saved config."""
+    import yaml
+
+    for cfg in sorted(folder.glob("series=fedkd__*__seed=*/config.yaml")):
+        return ", ".join(yaml.safe_load(cfg.read_text())["clients"]["models"])
+    return "?"
+
+
+def _row(spec: str) -> dict[str, Any]:
     label, sep, path = spec.partition("=")
     if not sep:
         raise ValueError(f"expected LABEL=PATH, got {spec!r}")
     p = Path(path)
+    if p.is_dir() and (p / "results.csv").is_file() and not (p / "diagnostics.json").exists():
+        p = p / "results.csv"
+    if p.name == "results.csv" and p.is_file():
+        with p.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        command = f"fedkd tune {p.parent / 'tune.yaml'} (the folder's copy of the tune file)"
+        return tune_row(label, rows, _tune_models(p.parent), command)
     p = p / "diagnostics.json" if p.is_dir() else p
     if not p.is_file():
-        raise ValueError(f"no diagnostics.json at {path}")
-    return label, json.loads(p.read_text())
+        raise ValueError(f"no diagnostics.json or tune results.csv at {path}")
+    return table_row(label, json.loads(p.read_text()))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -103,10 +165,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("rows", nargs="+", metavar="LABEL=PATH")
     args = parser.parse_args(argv)
     try:
-        loaded = [_load(spec) for spec in args.rows]
+        rows = [_row(spec) for spec in args.rows]
     except ValueError as err:
         parser.error(str(err))  # one line, exit code 2
-    print(markdown([table_row(label, diag) for label, diag in loaded]))
+    print(markdown(rows))
 
 
 if __name__ == "__main__":

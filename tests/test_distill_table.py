@@ -49,3 +49,38 @@ def test_a_folder_or_a_file_is_read_and_a_bad_argument_exits_with_code_2(tmp_pat
     with pytest.raises(SystemExit) as err:
         table.main(["no-equals-sign"])
     assert err.value.code == 2
+
+
+def _tune_csv(path, rows):
+    cols = ["series", "mechanism", "status", "seed", "student_accuracy"]
+    cols += ["bytes_up_per_client_round", "wall_seconds"]
+    lines = [",".join(cols)] + [",".join(str(r[c]) for c in cols) for r in rows]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_a_tune_folder_gives_a_row_from_its_fedkd_and_fedavg_final_runs(tmp_path):
+    def r(series, seed, acc, up, mech="none"):
+        return {
+            "series": series,
+            "mechanism": mech,
+            "status": "done",
+            "seed": seed,
+            "student_accuracy": acc,
+            "bytes_up_per_client_round": up,
+            "wall_seconds": 10.0,
+        }
+
+    rows = [r("fedkd", 0, 0.88, 600), r("fedkd", 1, 0.86, 600), r("fedavg", 0, 0.90, 6000)]
+    rows += [r("fedavg", 1, 0.90, 6000), r("central", 0, 0.99, 0)]
+    rows += [r("fedkd-dpsgd", 0, 0.5, 600, "dpsgd")]
+    _tune_csv(tmp_path / "results.csv", rows)
+    row = table._row(f"fmnist={tmp_path}")
+    assert row["fedkd"] == pytest.approx((0.87, 0.0141421), rel=1e-5)
+    assert row["fedavg"] == pytest.approx((0.90, 0.0))
+    assert row["diff"] == pytest.approx(-0.03)
+    assert row["uplink"] == pytest.approx(0.1)
+    assert row["seeds"] == 2 and row["wall_s"] == pytest.approx(40.0)
+    assert "fedkd tune" in row["command"]
+    _tune_csv(tmp_path / "results.csv", [r("fedkd", 0, 0.88, 600)])
+    with pytest.raises(ValueError, match="no seed with both"):
+        table._row(f"fmnist={tmp_path}")
