@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 SCRIPT = ".venv/bin/python benchmarks/distill_diagnostics.py"
+CONFIGS = Path(__file__).resolve().parents[1] / "simulations" / "configs"
 
 
 def _per_client(row: dict[str, Any]) -> float:
@@ -139,6 +140,15 @@ def _tune_models(folder: Path) -> str:
 
     for cfg in sorted(folder.glob("series=fedkd__*__seed=*/config.yaml")):
         return ", ".join(yaml.safe_load(cfg.read_text())["clients"]["models"])
+    tune = folder / "tune.yaml"  # a committed folder keeps no runs: the tune file's config
+    if tune.is_file():
+        spec = yaml.safe_load(tune.read_text())
+        models = (spec.get("set") or {}).get("clients.models")
+        base = CONFIGS / str(spec.get("base", ""))
+        if models is None and base.is_file():
+            models = (yaml.safe_load(base.read_text()).get("clients") or {}).get("models")
+        if models:
+            return ", ".join(models)
     return "?"
 
 
