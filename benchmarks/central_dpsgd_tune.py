@@ -22,6 +22,9 @@ Grids (momentum 0.9 throughout; the same trials in every cell of a data set):
 * digits-anchor: the same 81 trials on the split of the published anchors instead: a
   plain stratified 80/20 split of all 1,797 digits (1,438 train, 359 test, no public
   proxy); validation carved from the training side as for digits.
+* digits-pca: as digits (same 81 trials and cross-validation), with the student's inputs
+  a 24-dim whitened PCA fitted on the public proxy images, as in fedkd's own DP-SGD recipe
+  (``dpsgd.yaml``): the public data fedkd uses, given to the baseline as well.
 * fmnist (Fashion-MNIST, scattering J = 2, L = 8 -> 81x7x7, parameter-free
   GroupNorm(27) and a linear layer: the recipe of Tramèr & Boneh, "Differentially
   Private Learning Needs Better Features (or Much More Data)", ICLR 2021, and their
@@ -37,6 +40,7 @@ Run one data set per process, one process at a time::
 
     python benchmarks/central_dpsgd_tune.py digits
     python benchmarks/central_dpsgd_tune.py digits-anchor --relations add_remove
+    python benchmarks/central_dpsgd_tune.py digits-pca --relations add_remove
     python benchmarks/central_dpsgd_tune.py digits --relations none   # non-private central
     python benchmarks/central_dpsgd_tune.py fmnist --relations add_remove
     python benchmarks/central_dpsgd_tune.py fmnist-edge --relations add_remove
