@@ -59,16 +59,37 @@ def table_row(label: str, diag: dict[str, Any]) -> dict[str, Any]:
     up_kd = statistics.fmean(_per_client(x) for r in results for x in r["fedkd"])
     up_avg = statistics.fmean(_per_client(x) for r in results for x in r["fedavg"])
     argv = diag.get("argv")
+    return _figures(
+        label,
+        fedkd,
+        fedavg,
+        up_kd / up_avg,
+        float(diag.get("wall_s", float("nan"))),
+        ", ".join(diag.get("models", [])) or "?",
+        f"{SCRIPT} {' '.join(argv)}" if argv is not None else "(not recorded)",
+    )
+
+
+def _figures(
+    label: str,
+    fedkd: list[float],
+    fedavg: list[float],
+    uplink: float,
+    wall_s: float,
+    models: str,
+    command: str,
+) -> dict[str, Any]:
+    """A table row from per-seed accuracies paired by seed (see :func:`table_row`)."""
     return {
         "label": label,
         "fedavg": _mean_sd(fedavg),
         "fedkd": _mean_sd(fedkd),
         "diff": statistics.fmean(k - a for k, a in zip(fedkd, fedavg, strict=True)),
-        "uplink": up_kd / up_avg,
-        "seeds": len(results),
-        "wall_s": float(diag.get("wall_s", float("nan"))),
-        "models": ", ".join(diag.get("models", [])) or "?",
-        "command": f"{SCRIPT} {' '.join(argv)}" if argv is not None else "(not recorded)",
+        "uplink": uplink,
+        "seeds": len(fedkd),
+        "wall_s": wall_s,
+        "models": models,
+        "command": command,
     }
 
 
@@ -80,8 +101,8 @@ def tune_row(label: str, rows: list[dict[str, str]], models: str, command: str) 
     label : str
         The row's name.
     rows : list of dict
-        The rows of ``results.csv``; those of the non-private ``fedkd`` and ``fedavg`` series
-        are read, paired by seed.
+        The rows of ``results.csv``; the finished non-private runs of methods ``fedkd`` and
+        ``fedavg`` (one series each) are read, paired by seed.
     models, command : str
         The clients' architectures and the command that made the folder.
 
@@ -91,9 +112,14 @@ def tune_row(label: str, rows: list[dict[str, str]], models: str, command: str) 
         As :func:`table_row`; ``wall_s`` is the two methods' final runs, summed.
     """
     by: dict[str, dict[int, dict[str, str]]] = {"fedkd": {}, "fedavg": {}}
+    series: dict[str, set[str]] = {"fedkd": set(), "fedavg": set()}
     for r in rows:
-        if r["series"] in by and r["mechanism"] == "none" and r["status"] == "done":
-            by[r["series"]][int(r["seed"])] = r
+        if r["method"] in by and r["mechanism"] == "none" and r["status"] == "done":
+            by[r["method"]][int(r["seed"])] = r
+            series[r["method"]].add(r["series"])
+    for method, names in series.items():
+        if len(names) > 1:
+            raise ValueError(f"{label}: more than one non-private {method} series: {sorted(names)}")
     seeds = sorted(set(by["fedkd"]) & set(by["fedavg"]))
     if not seeds:
         raise ValueError(f"{label}: no seed with both a finished fedkd and fedavg run")
@@ -102,17 +128,9 @@ def tune_row(label: str, rows: list[dict[str, str]], models: str, command: str) 
         m: statistics.fmean(float(by[m][s]["bytes_up_per_client_round"]) for s in seeds) for m in by
     }
     wall = sum(float(by[m][s]["wall_seconds"]) for m in by for s in seeds)
-    return {
-        "label": label,
-        "fedavg": _mean_sd(acc["fedavg"]),
-        "fedkd": _mean_sd(acc["fedkd"]),
-        "diff": statistics.fmean(k - a for k, a in zip(acc["fedkd"], acc["fedavg"], strict=True)),
-        "uplink": up["fedkd"] / up["fedavg"],
-        "seeds": len(seeds),
-        "wall_s": wall,
-        "models": models,
-        "command": command,
-    }
+    return _figures(
+        label, acc["fedkd"], acc["fedavg"], up["fedkd"] / up["fedavg"], wall, models, command
+    )
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:

@@ -52,7 +52,7 @@ def test_a_folder_or_a_file_is_read_and_a_bad_argument_exits_with_code_2(tmp_pat
 
 
 def _tune_csv(path, rows):
-    cols = ["series", "mechanism", "status", "seed", "student_accuracy"]
+    cols = ["series", "method", "mechanism", "status", "seed", "student_accuracy"]
     cols += ["bytes_up_per_client_round", "wall_seconds"]
     lines = [",".join(cols)] + [",".join(str(r[c]) for c in cols) for r in rows]
     path.write_text("\n".join(lines) + "\n")
@@ -62,6 +62,7 @@ def test_a_tune_folder_gives_a_row_from_its_fedkd_and_fedavg_final_runs(tmp_path
     def r(series, seed, acc, up, mech="none"):
         return {
             "series": series,
+            "method": series.split("-")[0],
             "mechanism": mech,
             "status": "done",
             "seed": seed,
@@ -70,8 +71,8 @@ def test_a_tune_folder_gives_a_row_from_its_fedkd_and_fedavg_final_runs(tmp_path
             "wall_seconds": 10.0,
         }
 
-    rows = [r("fedkd", 0, 0.88, 600), r("fedkd", 1, 0.86, 600), r("fedavg", 0, 0.90, 6000)]
-    rows += [r("fedavg", 1, 0.90, 6000), r("central", 0, 0.99, 0)]
+    rows = [r("fedkd", 0, 0.88, 600), r("fedkd", 1, 0.86, 600), r("fedavg-more", 0, 0.90, 6000)]
+    rows += [r("fedavg-more", 1, 0.90, 6000), r("central", 0, 0.99, 0)]
     rows += [r("fedkd-dpsgd", 0, 0.5, 600, "dpsgd")]
     _tune_csv(tmp_path / "results.csv", rows)
     row = table._row(f"fmnist={tmp_path}")
@@ -84,3 +85,15 @@ def test_a_tune_folder_gives_a_row_from_its_fedkd_and_fedavg_final_runs(tmp_path
     _tune_csv(tmp_path / "results.csv", [r("fedkd", 0, 0.88, 600)])
     with pytest.raises(ValueError, match="no seed with both"):
         table._row(f"fmnist={tmp_path}")
+
+
+def test_a_tune_folder_with_two_non_private_fedkd_series_is_refused(tmp_path):
+    base = {"mechanism": "none", "status": "done", "student_accuracy": 0.9}
+    base |= {"bytes_up_per_client_round": 1, "wall_seconds": 1}
+    rows = [
+        {**base, "series": name, "method": name.split("-")[0], "seed": 0}
+        for name in ("fedkd", "fedkd-digest", "fedavg")
+    ]
+    _tune_csv(tmp_path / "results.csv", rows)
+    with pytest.raises(ValueError, match="more than one non-private fedkd series"):
+        table._row(f"x={tmp_path}")
