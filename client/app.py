@@ -123,6 +123,9 @@ def _task(msg: Message) -> RoundTask:
     if proto.TEACHER in content:
         teacher_idx = content[proto.TEACHER][proto.IDX].numpy().astype(np.int64)
         teacher_probs = content[proto.TEACHER][proto.PROBS].numpy().astype(np.float32)
+    student = None
+    if proto.STUDENT in content:
+        student = {k: v.numpy() for k, v in content[proto.STUDENT].items()}
     return RoundTask(
         server_round=int(content[proto.CONFIG][proto.ROUND]),
         proxy_idx=content[proto.PROXY][proto.IDX].numpy().astype(np.int64),
@@ -133,6 +136,7 @@ def _task(msg: Message) -> RoundTask:
             if proto.DPSGD_STEPS in content[proto.CONFIG]
             else None
         ),
+        student_weights=student,
     )
 
 

@@ -84,6 +84,9 @@ class DistillConfig:
     mixup: float = 0.0  # alpha > 0: mixup of proxy inputs and targets in server distillation
     early_stop: int = 0  # k > 0: stop server distillation after k epochs without improvement
     holdout_fraction: float = 0.1  # proxy rows held out to measure that on (early_stop > 0)
+    # Send the student's weights down; clients of its architecture start each round from
+    # them (FedDF's downlink; only predictions still go up). See fedkd/warmstart.py.
+    warm_start: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,8 @@
 """One client round: digest the previous teacher, revisit private data, predict the proxy.
 
+Under ``distill.warm_start`` a client of the student's architecture first loads the
+student's weights (fedkd/warmstart.py).
+
 Pure with respect to Flower: takes arrays and state, returns arrays and state. The
 ClientApp handler in ``client/`` only unpacks the message and packs the reply.
 """
@@ -19,6 +22,7 @@ from fedkd.config import Config
 from fedkd.distill import evaluate, make_optimizer, predict_probs, train_distill, train_supervised
 from fedkd.features import build_client_model, feature_args, on_features
 from fedkd.protocol import derive_seed
+from fedkd.warmstart import load_head, warm_starts
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +38,7 @@ class RoundTask:
     teacher_idx: np.ndarray | None = None  # (M',) rows the previous teacher labelled
     teacher_probs: np.ndarray | None = None  # (M', C) previous teacher labels
     dpsgd_steps: int | None = None  # DP-SGD steps the server charged for this round
+    student_weights: dict[str, np.ndarray] | None = None  # distill.warm_start: start from these
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,10 @@ def local_round(
     """
     model, optimizer = _restored_model(cfg, data, client_id, state)
     net, data = _on_features(model, data)
+    name = client_model_name(cfg, client_id)
+    if task.student_weights is not None and warm_starts(cfg, name):
+        load_head(net, task.student_weights, name)  # the student's weights, a fresh optimizer
+        optimizer = make_optimizer(model, cfg.clients.lr)
     digest_loss = _digest(cfg, net, optimizer, data, client_id, task)
     held = state.dpsgd if state is not None else None
     step = RevisitStep(net, optimizer, data, client_id, task, held, device_budget)

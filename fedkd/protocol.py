@@ -3,10 +3,11 @@
 Server -> client (``train``): ConfigRecord ``config`` (round, the resolved run config as
 JSON, optional simulation state dir) and ArrayRecord ``proxy`` (``idx``: this round's
 proxy rows), plus ArrayRecord ``teacher`` (``idx``, ``probs``: the previous round's teacher
-labels, for the digest step) from round 2 on.
+labels, for the digest step) from round 2 on, and ArrayRecord ``student`` (the student's
+trainable weights) to clients of the student's architecture under ``distill.warm_start``.
 
 Client -> server: ArrayRecord ``predictions`` (the codec's arrays, nothing else) and
-MetricRecord ``metrics``. Weights, gradients and examples never travel.
+MetricRecord ``metrics``. Weights, gradients and examples never travel up.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ INFO = "query.info"
 CONFIG = "config"
 PROXY = "proxy"
 TEACHER = "teacher"
+STUDENT = "student"  # the student's trainable weights (distill.warm_start), downlink only
 PREDICTIONS = "predictions"
 METRICS = "metrics"
 

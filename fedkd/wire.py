@@ -19,6 +19,7 @@ WIRE_OPTIONAL: dict[str, Any] = {
     "distill.mixup": 0.0,
     "distill.early_stop": 0,
     "distill.holdout_fraction": 0.1,
+    "distill.warm_start": False,
     "privacy.dpsgd.relation": "replace_one",
 }
 

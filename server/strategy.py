@@ -21,11 +21,13 @@ from flwr.serverapp.strategy import Strategy
 
 from fedkd import protocol as proto
 from fedkd.config import Config
+from fedkd.local import client_model_name
 from fedkd.mechanisms import BudgetReached, CentralMechanism, RunStopped
 from fedkd.mechanisms.client import codec_for
 from fedkd.student import Student
 from fedkd.teacher import ReplyError, TeacherCache, accuracy, decode_reply
 from fedkd.validation import val_metrics
+from fedkd.warmstart import head_arrays, warm_starts
 from fedkd.wire import wire_dict
 
 from .record import Reply, RoundRecord, label_record
@@ -229,9 +231,12 @@ class DistillStrategy(Strategy):
             arrays = self.teacher
         if proto.IDX in arrays and self.cfg.clients.digest_epochs > 0:  # else unused labels
             records[proto.TEACHER] = arrays
+        student = self._student_record()
         messages = []
         for cid in record.sampled:
             content = RecordDict(dict(records))
+            if student is not None and warm_starts(self.cfg, client_model_name(self.cfg, cid)):
+                content[proto.STUDENT] = student
             if cid in extra:
                 items = dict(self._base_config(record.round))
                 items.update(extra[cid])
@@ -239,6 +244,16 @@ class DistillStrategy(Strategy):
             record.bytes_down += proto.record_dict_bytes(content.values())
             messages.append(Message(content, dst_node_id=self.nodes[cid], message_type=proto.TRAIN))
         return messages
+
+    def _student_record(self) -> ArrayRecord | None:
+        """The student's trainable weights (``distill.warm_start``), else None.
+
+        Post-processing of released teachers and public inputs: downlink only, no charge.
+        """
+        if not self.cfg.distill.warm_start:
+            return None
+        arrays = head_arrays(self.student.head)
+        return ArrayRecord({k: Array(v) for k, v in arrays.items()})
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]

@@ -12,6 +12,7 @@ from fedkd.local import client_model_name
 from fedkd.modelcheck import check_model, check_portable
 from fedkd.models import ModelError
 from fedkd.protocol import rows_per_round
+from fedkd.warmstart import warm_starts
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +69,18 @@ def _note_data_fit(cfg: Config, shape: tuple[int, ...], num_proxy: int) -> None:
     if d.augment and len(shape) < 2:
         logger.info(
             "distill.augment: inputs of shape %s are not images; no shifts are applied", shape
+        )
+    if d.warm_start:
+        warm = [
+            i for i in range(cfg.clients.num_clients) if warm_starts(cfg, client_model_name(cfg, i))
+        ]
+        logger.info(
+            "distill.warm_start: %d of %d clients (model '%s', the student's) start each round "
+            "from the student's weights%s",
+            len(warm),
+            cfg.clients.num_clients,
+            d.student,
+            "" if warm else "; none does (a different model or feature map), so nothing is sent",
         )
     rows = rows_per_round(d.proxy_per_round, num_proxy)
     if isinstance(d.proxy_per_round, float):
