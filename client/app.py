@@ -204,6 +204,13 @@ def _round(msg: Message, context: Context) -> tuple[Config, int, RoundTask, obje
     return cfg, cid, task, result
 
 
+def _failure(msg: Message, context: Context) -> Message:
+    """Error reply for any other failure: the text stays in the device's own log."""
+    logger.exception("node %s: the round failed", _who(context))
+    reason = f"node {_who(context)}: the round failed (details in the device's own log)"
+    return Message(Error(code=CLIENT_FAILURE, reason=reason), reply_to=msg)
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """One fedkd round on this client."""
@@ -220,9 +227,7 @@ def train(msg: Message, context: Context) -> Message:
     except (ConfigError, DataError, ModelError) as err:
         return _user_error(msg, context, err)
     except Exception:  # noqa: BLE001 - its text may hold facts of the private data
-        logger.exception("node %s: the round failed", _who(context))
-        reason = f"node {_who(context)}: the round failed (details in the device's own log)"
-        return Message(Error(code=CLIENT_FAILURE, reason=reason), reply_to=msg)
+        return _failure(msg, context)
     if attacks.drops_out(cfg.seed, task.server_round, cid, cfg.faults.lose_replies, tag=0x105E):
         # Trained and saved, then the reply never reaches the server.
         return Message(Error(code=SIMULATED_LOSS, reason=f"node {cid}: reply lost"), reply_to=msg)
@@ -233,7 +238,10 @@ def train(msg: Message, context: Context) -> Message:
     ):
         rng = attacks.attack_rng(cfg.seed, task.server_round, cid)
         probs = attacks.attack(probs, f.attack, rng, f.attack_scale)
-    encoded = encode_reply(cfg, probs)  # each mechanism's client step, then the codec
+    try:
+        encoded = encode_reply(cfg, probs)  # each mechanism's client step, then the codec
+    except Exception:  # noqa: BLE001 - e.g. predictions that are not finite
+        return _failure(msg, context)
     metrics = {proto.CLIENT_ID: cid, **result.metrics}
     return Message(
         RecordDict(

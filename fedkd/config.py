@@ -371,6 +371,12 @@ def validate(cfg: Config) -> None:
     _validate_data_clients(cfg.data, cfg.clients)
     _validate_distill(cfg.distill)
     _validate_privacy(cfg.privacy, cfg.clients)
+    _require(
+        not (cfg.distill.warm_start and "dpsgd" in cfg.privacy.mechanisms),
+        "distill.warm_start cannot be combined with privacy.mechanisms dpsgd: a client would "
+        "run DP-SGD from weights the server chose, and crafted weights can make one "
+        "example's gradient non-finite, which clipping does not bound (docs/privacy.md)",
+    )
     r, f = cfg.runtime, cfg.faults
     _require(r.cpus_per_client >= 1, "runtime.cpus_per_client must be >= 1")
     _require(r.max_failed_rounds >= 1, "runtime.max_failed_rounds must be >= 1")

@@ -8,9 +8,13 @@ Model Fusion in Federated Learning", NeurIPS 2020). Unlike FedDF, nothing but pr
 goes back up: the server never averages weights.
 
 Privacy: the student is a function of released teachers and public proxy inputs, so its
-weights are post-processing and cost nothing; a client's own guarantee (DP-SGD on its
-private data) holds whatever weights it starts from. Clients of another architecture
-ignore them (the server does not send them there), so heterogeneous federations still work.
+weights are post-processing and cost nothing. It is refused with DP-SGD, the path whose
+adversary includes the server: DP-SGD bounds each example's clipped gradient, but weights a
+server crafts (finite, huge, firing on one example) can make that example's gradient
+non-finite, and NaN passes through clipping and noise, so whether the reply is finite
+would tell the server whether the example was sampled. On the client-level and PATE paths
+the server is trusted with the raw predictions anyway. Clients of another architecture
+get nothing (the server does not send it there), so heterogeneous federations still work.
 
 Only the trainable part travels: with a fixed public feature map (scattering, PCA of the
 proxy) both sides compute the same map from the same public proxy, so it stays out of the
@@ -32,12 +36,15 @@ __all__ = ["head_arrays", "load_head", "warm_starts"]
 def warm_starts(cfg: Config, model_name: str) -> bool:
     """Whether a client whose model is ``model_name`` starts from the student's weights.
 
-    True when ``distill.warm_start`` is on and the client's model is built exactly as the
-    student is: the same model name, fixed feature map and number of public features.
+    True when ``distill.warm_start`` is on, the client does not train with DP-SGD, and its
+    model is built exactly as the student is: the same model name, fixed feature map and
+    number of public features. Config validation refuses warm start with DP-SGD; the check
+    here holds on a client whatever config reaches it.
     """
     c, d = cfg.clients, cfg.distill
     return (
         d.warm_start
+        and "dpsgd" not in cfg.privacy.mechanisms
         and model_name == d.student
         and c.feature_map == d.feature_map
         and c.public_features == d.public_features

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 from fedkd.client.app import app
@@ -103,3 +104,22 @@ def test_an_unexpected_failure_reaches_the_server_without_its_text(monkeypatch):
     # Assert
     assert reply.has_error() and reply.error.code == client_app.CLIENT_FAILURE
     assert "private" not in reply.error.reason and "device's own log" in reply.error.reason
+
+
+def test_a_reply_that_fails_to_encode_reaches_the_server_without_its_text(monkeypatch):
+    # Prepare: predictions that are not finite, which the codec refuses.
+    import fedkd.client.app as client_app
+
+    from fedkd.local import local_round
+
+    def nan_round(*args, **kwargs):
+        result = local_round(*args, **kwargs)
+        return replace(result, probs=np.full_like(result.probs, np.nan))
+
+    monkeypatch.setattr(client_app, "local_round", nan_round)
+    cfg = from_dict({"clients": {"num_clients": 3, "local_epochs": 1}})
+    # Execute
+    reply = app(_train_message(cfg, np.arange(10)), _context(0))
+    # Assert: a generic error reply, not a traceback or the codec's words.
+    assert reply.has_error() and reply.error.code == client_app.CLIENT_FAILURE
+    assert "finite" not in reply.error.reason and "device's own log" in reply.error.reason

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,7 +12,8 @@ from fedkd.simulations.runner import simulate
 from flwr.app import Array, ArrayRecord
 
 from fedkd.clientdata import ClientData, splits_for
-from fedkd.config import from_dict
+from fedkd.clientstate import ClientState
+from fedkd.config import ConfigError, from_dict
 from fedkd.distill import predict_probs
 from fedkd.local import RoundTask, local_round
 from fedkd.models import ModelError, build_model
@@ -45,6 +47,16 @@ def test_only_clients_built_as_the_student_warm_start():
         {"clients": {"public_features": 8}, "distill": {"student": "mlp", "warm_start": True}}
     )
     assert not warm_starts(pca, "mlp")  # the student sees pixels, the client a PCA
+    dpsgd = replace(cfg, privacy=replace(cfg.privacy, mechanisms=("dpsgd",)))  # unvalidated
+    assert not warm_starts(dpsgd, "mlp")  # a client never runs DP-SGD from server weights
+
+
+def test_warm_start_with_dpsgd_is_refused_naming_both_keys():
+    with pytest.raises(ConfigError, match="distill.warm_start .* privacy.mechanisms dpsgd"):
+        from_dict(
+            {"distill": {"warm_start": True}, "privacy": {"mechanisms": ["dpsgd"]}},
+            ["privacy.dpsgd.noise_multiplier=1.0"],
+        )
 
 
 def test_a_warm_client_predicts_with_the_students_weights():
@@ -59,6 +71,21 @@ def test_a_warm_client_predicts_with_the_students_weights():
     assert np.abs(cold.probs - expected).max() > 1e-3
     other = local_round(_cfg(warm_start=True), data, 1, task, None)  # client 1: cnn
     assert other.probs.shape == expected.shape  # ignores weights it cannot use
+
+
+def test_a_warm_client_trains_from_the_student_as_if_it_had_been_its_own_model():
+    data = _data()
+    student = build_model("mlp", (8, 8), 3, seed=123)
+    task = RoundTask(server_round=2, proxy_idx=np.arange(0, 50, 3))
+    trained = {"clients": {"models": ["mlp"], "local_epochs": 2, "lr": 0.1}}
+    cfg = from_dict(trained, ["distill.student=mlp", "distill.warm_start=true"])
+    warm = local_round(cfg, data, 0, replace(task, student_weights=head_arrays(student)), None)
+    # The same client with the student's weights as last round's model, fresh optimizer.
+    own = ClientState(round=1, model=student.state_dict())
+    from_state = local_round(from_dict(trained, ["distill.student=mlp"]), data, 0, task, own)
+    np.testing.assert_allclose(warm.probs, from_state.probs, atol=1e-6)
+    untrained = predict_probs(student, data.x_proxy[task.proxy_idx])
+    assert np.abs(warm.probs - untrained).max() > 1e-3  # it trained after loading
 
 
 def test_student_weights_that_do_not_fit_are_refused_and_nothing_is_loaded():
