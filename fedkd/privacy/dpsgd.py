@@ -259,6 +259,40 @@ def _check_dp_train(
         )
 
 
+def drop_nonfinite_examples(params: list[nn.Parameter]) -> int:
+    """Zero the per-example gradients of examples whose gradient is not finite.
+
+    DP-SGD bounds each example's contribution by clipping it to norm C, but clipping scales
+    by C / norm, and a NaN or infinite entry survives that and the noise: the update, and
+    every later reply, would show whether that one example was sampled. Weights that a
+    server crafts can cause it. Such an example contributes zero instead, which clipping
+    allows (its contribution has norm 0 <= C), so the sensitivity, and the accountant, are
+    unchanged. Called between backward and the optimizer step, on ``p.grad_sample``.
+
+    Returns
+    -------
+    int
+        How many examples of the batch were zeroed (kept on the device, never reported).
+    """
+    samples = [p.grad_sample for p in params if getattr(p, "grad_sample", None) is not None]
+    samples = [torch.cat(g, dim=0) if isinstance(g, list) else g for g in samples]
+    if not samples or samples[0].shape[0] == 0:
+        return 0
+    bad = torch.zeros(samples[0].shape[0], dtype=torch.bool)
+    for g in samples:
+        bad |= ~torch.isfinite(g.reshape(g.shape[0], -1)).all(dim=1)
+    if bad.any():
+        for p in params:
+            g = getattr(p, "grad_sample", None)
+            if isinstance(g, torch.Tensor):
+                g[bad] = 0.0
+            elif isinstance(g, list):  # accumulated over several backward passes
+                p.grad_sample = torch.cat(g, dim=0).masked_fill(
+                    bad.view(-1, *([1] * (g[0].dim() - 1))), 0.0
+                )
+    return int(bad.sum())
+
+
 def _dp_epochs(
     dp_model: nn.Module,
     dp_optimizer: torch.optim.Optimizer,
@@ -282,6 +316,7 @@ def _dp_epochs(
                     "ignore", message="Full backward hook is firing", category=UserWarning
                 )
                 loss.backward()
+            drop_nonfinite_examples(dp_optimizer.params)
             dp_optimizer.step()
             steps += 1
             if len(xb):

@@ -300,3 +300,59 @@ def test_epsilon_of_accounts_under_the_requested_relation() -> None:
     assert replace_one == pytest.approx(replace_one_epsilon(2.0, 0.25, 40, DELTA), rel=1e-9)
     assert add_remove < 0.7 * replace_one
     assert release_for_round("c", 0, 1, state, N, relation="add_remove").relation == "add_remove"
+
+
+def _trap(x: torch.Tensor, target: int) -> nn.Module:
+    """Finite weights whose one hidden unit fires only on ``x[target]``, then overflows."""
+    u = x[target] - torch.cat([x[:target], x[target + 1 :]]).mean(0)
+    u = u / u.norm()
+    others = torch.cat([x[:target], x[target + 1 :]]) @ u
+    margin = float(x[target] @ u - others.max())
+    scale = 1e4 / margin  # the unit: +5e3 on the target, <= -5e3 on every other row
+    model = nn.Sequential(nn.Linear(FEATURES, 4), nn.ReLU(), nn.Linear(4, CLASSES))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model[0].weight[0] = u * scale
+        model[0].bias[0] = -(float(others.max()) + margin / 2) * scale
+        model[2].weight[0, 0] = 1e36  # 5e3 * 1e36 overflows float32
+    return model
+
+
+def test_an_example_whose_gradient_is_not_finite_contributes_nothing():
+    # A server could craft such weights; unchecked, NaN passes clipping and noise and the
+    # model after one step shows whether the trapped example was in the batch.
+    x, y = _data()
+    x[5] = 0.0
+    x[5, 0] = 20.0  # an example unlike the others (randn), that the trap singles out
+    model = _trap(x, target=5)
+    assert torch.isfinite(torch.cat([p.flatten() for p in model.parameters()])).all()
+    assert not torch.isfinite(model(x[5:6])).all() and torch.isfinite(model(x[6:])).all()
+    state = DPSGDState(noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=1.0)  # q = 1
+    _, new = dp_train(  # on the modified x
+        model,
+        x,
+        y,
+        state=state,
+        epochs=1,
+        lr=0.1,
+        batch_size=N,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert new.steps == 1
+    for p in model.parameters():
+        assert torch.isfinite(p).all()  # the trapped example was sampled, and zeroed
+
+
+def test_drop_nonfinite_examples_zeroes_whole_examples_across_parameters():
+    from fedkd.privacy.dpsgd import drop_nonfinite_examples
+
+    a, b = nn.Parameter(torch.zeros(3)), nn.Parameter(torch.zeros(2, 2))
+    a.grad_sample = torch.ones(4, 3)
+    b.grad_sample = torch.ones(4, 2, 2)
+    a.grad_sample[1, 0] = float("nan")
+    b.grad_sample[3, 1, 1] = float("inf")
+    assert drop_nonfinite_examples([a, b]) == 2
+    for g in (a.grad_sample, b.grad_sample):
+        assert g[[1, 3]].abs().sum() == 0 and (g[[0, 2]] == 1).all()
+    assert drop_nonfinite_examples([a, b]) == 0
