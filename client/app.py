@@ -117,12 +117,33 @@ def _restore(context: Context, store: StateDir | None, server_round: int) -> Cli
     return state
 
 
+def _check_teacher(idx: np.ndarray, probs: np.ndarray) -> None:
+    """The server's teacher labels must be probabilities, one row per index.
+
+    A client digests them before it trains; labels that are not probabilities (huge,
+    negative, not finite) would let a server steer the client's weights anywhere.
+    """
+    ok = (
+        probs.ndim == 2
+        and len(probs) == len(idx)
+        and bool(np.isfinite(probs).all())
+        and bool((probs >= 0).all())
+        and bool(np.allclose(probs.sum(axis=1), 1.0, atol=1e-2))
+    )
+    if not ok:
+        raise ConfigError(
+            "the server's teacher labels are not probabilities (finite, >= 0, rows summing "
+            "to 1, one row per proxy index)"
+        )
+
+
 def _task(msg: Message) -> RoundTask:
     content = msg.content
     teacher_idx = teacher_probs = None
     if proto.TEACHER in content:
         teacher_idx = content[proto.TEACHER][proto.IDX].numpy().astype(np.int64)
         teacher_probs = content[proto.TEACHER][proto.PROBS].numpy().astype(np.float32)
+        _check_teacher(teacher_idx, teacher_probs)
     student = None
     if proto.STUDENT in content:
         student = {k: v.numpy() for k, v in content[proto.STUDENT].items()}

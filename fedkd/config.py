@@ -7,6 +7,7 @@ command line can print one line and exit with code 2.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -282,6 +283,8 @@ _RELATIONS = ("replace_one", "add_remove")
 
 _SAMPLING = ("all", "poisson", "fixed")
 _DIGEST_TARGETS = ("teacher", "student")
+#: Smallest DP-SGD clip norm accepted (see _validate_privacy).
+MIN_CLIP_NORM = 1e-12
 _BACKENDS = ("ray", "inprocess")
 
 
@@ -483,7 +486,13 @@ def _validate_privacy(p: PrivacyConfig, c: ClientsConfig) -> None:
             "sizes are published), which only the PLD accountant computes with Poisson "
             f"sampling; got '{s.accountant}'",
         )
-        _require(s.max_grad_norm > 0, "privacy.dpsgd.max_grad_norm must be > 0")
+        # Below ~1e-19 Opacus' clip factor C / (norm + 1e-6) can fall into float32's
+        # subnormal range, whose coarse rounding let one example count up to ~2 C.
+        _require(
+            math.isfinite(s.max_grad_norm) and s.max_grad_norm >= MIN_CLIP_NORM,
+            f"privacy.dpsgd.max_grad_norm must be finite and >= {MIN_CLIP_NORM:g}, "
+            f"got {s.max_grad_norm}",
+        )
     if "gaussian" in p.mechanisms:
         _require(p.gaussian.clip_norm > 0, "privacy.gaussian.clip_norm must be > 0")
         _require(p.gaussian.noise_multiplier > 0, "privacy.gaussian.noise_multiplier must be > 0")

@@ -123,3 +123,25 @@ def test_a_reply_that_fails_to_encode_reaches_the_server_without_its_text(monkey
     # Assert: a generic error reply, not a traceback or the codec's words.
     assert reply.has_error() and reply.error.code == client_app.CLIENT_FAILURE
     assert "finite" not in reply.error.reason and "device's own log" in reply.error.reason
+
+
+def test_teacher_labels_that_are_not_probabilities_are_refused_before_training():
+    import fedkd.client.app as client_app
+
+    cfg = from_dict({"clients": {"num_clients": 3, "local_epochs": 1}})
+    idx = np.arange(4)
+    for probs in (
+        np.full((4, 10), 2e10, np.float32),  # huge: would steer the digest anywhere
+        np.full((4, 10), np.nan, np.float32),
+        -np.full((4, 10), 0.1, np.float32),
+        np.full((3, 10), 0.1, np.float32),  # a row short
+    ):
+        msg = _train_message(cfg, np.arange(10), server_round=2)
+        msg.content[proto.TEACHER] = ArrayRecord({"idx": Array(idx), "probs": Array(probs)})
+        reply = app(msg, _context(0))
+        assert reply.has_error() and reply.error.code == client_app.USER_ERROR
+        assert "teacher labels are not probabilities" in reply.error.reason
+    good = np.full((4, 10), 0.1, np.float32)
+    msg = _train_message(cfg, np.arange(10), server_round=2)
+    msg.content[proto.TEACHER] = ArrayRecord({"idx": Array(idx), "probs": Array(good)})
+    assert not app(msg, _context(0)).has_error()

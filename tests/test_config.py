@@ -168,3 +168,17 @@ def test_proxy_per_round_keeps_a_count_an_integer_and_a_share_a_float():
     assert from_dict({}, ["distill.proxy_per_round=150"]).distill.proxy_per_round == 150
     assert isinstance(from_dict({}, ["distill.proxy_per_round=150"]).distill.proxy_per_round, int)
     assert from_dict({}, ["distill.proxy_per_round=0.35"]).distill.proxy_per_round == 0.35
+
+
+@pytest.mark.parametrize("norm", [1e-30, float("inf"), 0.0])
+def test_a_dpsgd_clip_norm_too_small_or_not_finite_is_refused(norm):
+    # Below ~1e-19 Opacus' float32 clip factor goes subnormal and one example can count ~2 C.
+    with pytest.raises(ConfigError, match="privacy.dpsgd.max_grad_norm must be finite and >="):
+        from_dict(
+            {
+                "privacy": {
+                    "mechanisms": ["dpsgd"],
+                    "dpsgd": {"noise_multiplier": 1.0, "max_grad_norm": norm},
+                }
+            }
+        )
