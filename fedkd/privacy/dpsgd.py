@@ -274,22 +274,17 @@ def drop_nonfinite_examples(params: list[nn.Parameter]) -> int:
     int
         How many examples of the batch were zeroed (kept on the device, never reported).
     """
+    for p in params:  # gradients accumulated over several backward passes come as a list
+        if isinstance(getattr(p, "grad_sample", None), list):
+            p.grad_sample = torch.cat(p.grad_sample, dim=0)
     samples = [p.grad_sample for p in params if getattr(p, "grad_sample", None) is not None]
-    samples = [torch.cat(g, dim=0) if isinstance(g, list) else g for g in samples]
     if not samples or samples[0].shape[0] == 0:
         return 0
     bad = torch.zeros(samples[0].shape[0], dtype=torch.bool)
     for g in samples:
         bad |= ~torch.isfinite(g.reshape(g.shape[0], -1)).all(dim=1)
-    if bad.any():
-        for p in params:
-            g = getattr(p, "grad_sample", None)
-            if isinstance(g, torch.Tensor):
-                g[bad] = 0.0
-            elif isinstance(g, list):  # accumulated over several backward passes
-                p.grad_sample = torch.cat(g, dim=0).masked_fill(
-                    bad.view(-1, *([1] * (g[0].dim() - 1))), 0.0
-                )
+    for g in samples:
+        g[bad] = 0.0
     return int(bad.sum())
 
 
