@@ -1,0 +1,36 @@
+"""benchmarks/ensemble_rules.py: label-count weighting of the local-model ensemble."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+
+_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(_DIR))  # the script imports distill_diagnostics beside it
+_SPEC = importlib.util.spec_from_file_location("ensemble_rules", _DIR / "ensemble_rules.py")
+ensemble_rules = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(ensemble_rules)
+
+
+def test_label_count_weighting_ignores_a_client_on_a_class_it_never_saw() -> None:
+    # Client 0 saw only class 0 and claims class 1 confidently; client 1 saw both classes.
+    probs = np.array([[[0.1, 0.9]], [[0.8, 0.2]]])
+    counts = np.array([[50.0, 0.0], [50.0, 50.0]])
+    out = ensemble_rules.rules(probs, counts)
+    assert out["mean of probabilities"].argmax(1).tolist() == [1]
+    weighted = out["label-count weighted probabilities"]
+    # class 0: half of each client's p0; class 1: all from client 1.
+    np.testing.assert_allclose(weighted, [[0.5 * 0.1 + 0.5 * 0.8, 0.2]])
+    assert weighted.argmax(1).tolist() == [0]
+
+
+def test_label_count_weighting_equals_the_mean_when_every_client_has_the_same_counts() -> None:
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(4), size=(3, 5))
+    out = ensemble_rules.rules(probs, np.full((3, 4), 7.0))
+    np.testing.assert_allclose(
+        out["label-count weighted probabilities"], out["mean of probabilities"]
+    )
