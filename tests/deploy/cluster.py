@@ -320,8 +320,10 @@ class LocalDeployment:
                 raise RuntimeError(f"{name} did not rejoin:\n{proc.text()[-2000:]}")
             time.sleep(0.5)
 
-    def run(self, run_config: str, timeout: float = 60.0) -> int:
+    def run(self, run_config: str, timeout: float = 180.0) -> int:
         """``flwr run . CONNECTION --run-config ...``; returns the run id."""
+        # Only submits the run (packs the app, sends it): quick when idle, but it took over
+        # 60 s on a 2-core machine also running a benchmark, so the deadline is generous.
         res = self.flwr("run", ".", self.connection, "--run-config", run_config, timeout=timeout)
         for line in res.stdout.splitlines():
             if "Successfully started run" in line:
