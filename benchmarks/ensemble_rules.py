@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     models = local_models(cfg, a.run)
     if len(models) != len(parts):
         raise SystemExit(f"{a.run}: {len(models)} saved local models for {len(parts)} clients")
+    if not all(isinstance(m, torch.nn.Sequential) for m in models):
+        raise SystemExit(f"{a.config}: the clients' models must sit on fixed public features")
     counts = np.stack([np.bincount(s.y_private[i], minlength=c) for i in parts]).astype(float)
     for name, x, y in (("proxy", s.x_proxy, s.y_proxy), ("validation", s.x_val, s.y_val)):
         with torch.no_grad():
