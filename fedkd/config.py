@@ -48,6 +48,9 @@ class ClientsConfig:
     models: tuple[str, ...] = ("mlp",)  # client i gets models[i % len(models)]
     local_epochs: int = 2
     digest_epochs: int = 1
+    # w > 0: every private step adds w * the distillation loss on a batch of the rows the
+    # clients were sent (Cronus's joint training); 0: private data alone. Not with DP-SGD.
+    joint_distill: float = 0.0
     lr: float = 0.05
     batch_size: int = 32
     min_replies: int = 1  # fewer valid replies than this skips the round
@@ -380,6 +383,12 @@ def validate(cfg: Config) -> None:
         "run DP-SGD from weights the server chose, and crafted weights can make one "
         "example's gradient non-finite, which clipping does not bound (docs/privacy.md)",
     )
+    _require(
+        not (cfg.clients.joint_distill > 0 and "dpsgd" in cfg.privacy.mechanisms),
+        "clients.joint_distill cannot be combined with privacy.mechanisms dpsgd: DP-SGD's "
+        "private steps clip and noise every term of the loss, and the public term is not "
+        "built into them; set clients.joint_distill: 0",
+    )
     r, f = cfg.runtime, cfg.faults
     _require(r.cpus_per_client >= 1, "runtime.cpus_per_client must be >= 1")
     _require(r.max_failed_rounds >= 1, "runtime.max_failed_rounds must be >= 1")
@@ -417,6 +426,7 @@ def _validate_data_clients(d: DataConfig, c: ClientsConfig) -> None:
     _require(len(c.models) >= 1, "clients.models must name at least one model")
     _min("clients.local_epochs", c.local_epochs, 0)
     _min("clients.digest_epochs", c.digest_epochs, 0)
+    _min("clients.joint_distill", c.joint_distill, 0)
     _min("clients.lr", c.lr, 0, strict=True)
     _min("clients.batch_size", c.batch_size, 1)
     _min("clients.public_features", c.public_features, 0)

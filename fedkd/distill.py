@@ -63,6 +63,56 @@ def train_supervised(
     return total / count if count else 0.0
 
 
+def train_joint(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: np.ndarray,
+    y: np.ndarray,
+    x_public: np.ndarray,
+    public_probs: np.ndarray,
+    *,
+    weight: float,
+    epochs: int,
+    batch_size: int,
+    temperature: float,
+    generator: torch.Generator,
+) -> float:
+    """Cross-entropy on labelled data with a distillation term on public data at every step.
+
+    Each step pairs a batch of ``(x, y)`` with ``batch_size`` rows of ``x_public`` drawn
+    uniformly (with replacement across steps) and minimises
+    ``cross_entropy + weight * kd_loss(public batch, public_probs)``, so the model learns
+    its own data without drifting away from the soft labels it was given, as Cronus's
+    clients train on their private data and the labelled public set together (Chang,
+    Shejwalkar, Shokri and Houmansadr, arXiv:1912.11279, 2019).
+
+    Returns the mean cross-entropy on the labelled data (0.0 if no step), comparable to
+    :func:`train_supervised`'s.
+    """
+    if weight < 0:
+        raise ValueError(f"the distillation weight must be >= 0, got {weight}")
+    if len(x_public) != len(public_probs) or len(x_public) == 0:
+        raise ValueError(
+            f"public inputs ({len(x_public)} rows) and soft labels ({len(public_probs)} rows) "
+            "must be the same non-zero length"
+        )
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    xp = torch.from_numpy(x_public)
+    pp = torch.from_numpy(np.asarray(public_probs, dtype=np.float32))
+    model.train()
+    total, count = 0.0, 0
+    for _ in range(epochs):
+        for idx in _batches(len(xt), batch_size, generator):
+            pub = torch.randint(0, len(xp), (batch_size,), generator=generator)
+            ce = F.cross_entropy(model(xt[idx]), yt[idx])
+            loss = ce + weight * kd_loss(model(xp[pub]), pp[pub], temperature)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total, count = total + ce.item() * len(idx), count + len(idx)
+    return total / count if count else 0.0
+
+
 def random_shift(x: torch.Tensor, generator: torch.Generator, max_shift: int = 1) -> torch.Tensor:
     """Shift each image by up to ``max_shift`` pixels (zero padding): (B, H, W) or (B, C, H, W).
 

@@ -1,5 +1,8 @@
 """One client round: digest the previous teacher, revisit private data, predict the proxy.
 
+With ``clients.joint_distill`` > 0 the revisit keeps distilling the rows the client was
+sent while it trains on private data (:func:`fedkd.distill.train_joint`).
+
 Under ``distill.warm_start`` a client of the student's architecture first loads the
 student's weights (fedkd/warmstart.py).
 
@@ -19,7 +22,14 @@ from fedkd import protocol as proto
 from fedkd.clientdata import ClientData
 from fedkd.clientstate import ClientState
 from fedkd.config import Config
-from fedkd.distill import evaluate, make_optimizer, predict_probs, train_distill, train_supervised
+from fedkd.distill import (
+    evaluate,
+    make_optimizer,
+    predict_probs,
+    train_distill,
+    train_joint,
+    train_supervised,
+)
 from fedkd.features import build_client_model, feature_args, on_features
 from fedkd.protocol import derive_seed
 from fedkd.warmstart import load_head, warm_starts
@@ -188,13 +198,30 @@ def _revisit(cfg: Config, step: RevisitStep) -> tuple[float, object, dict[str, f
     if private is not None:
         return private
     seed = derive_seed(cfg.seed, step.task.server_round, step.client_id, _REVISIT)
+    generator = torch.Generator().manual_seed(seed)
+    c, task, data = cfg.clients, step.task, step.data
+    if c.joint_distill > 0 and task.teacher_idx is not None and len(task.teacher_idx):
+        loss = train_joint(
+            step.net,
+            step.optimizer,
+            data.x_private,
+            data.y_private,
+            data.x_proxy[task.teacher_idx],
+            task.teacher_probs,
+            weight=c.joint_distill,
+            epochs=c.local_epochs,
+            batch_size=c.batch_size,
+            temperature=cfg.distill.temperature,
+            generator=generator,
+        )
+        return loss, step.state, {}
     loss = train_supervised(
         step.net,
         step.optimizer,
-        step.data.x_private,
-        step.data.y_private,
-        epochs=cfg.clients.local_epochs,
-        batch_size=cfg.clients.batch_size,
-        generator=torch.Generator().manual_seed(seed),
+        data.x_private,
+        data.y_private,
+        epochs=c.local_epochs,
+        batch_size=c.batch_size,
+        generator=generator,
     )
     return loss, step.state, {}

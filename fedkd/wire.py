@@ -13,6 +13,7 @@ __all__ = ["wire_dict"]
 #: them sends the same bytes as before they existed (clients fill in the default).
 WIRE_OPTIONAL: dict[str, Any] = {
     "data.validation_fraction": 0.0,
+    "clients.joint_distill": 0.0,
     "distill.group_norm": 0,
     "distill.digest_target": "teacher",
     "distill.max_entropy": 1.0,

@@ -229,7 +229,8 @@ class DistillStrategy(Strategy):
         }
         if self.cfg.distill.digest_target == "student":  # set by end_round, checkpointed
             arrays = self.teacher
-        if proto.IDX in arrays and self.cfg.clients.digest_epochs > 0:  # else unused labels
+        c = self.cfg.clients
+        if proto.IDX in arrays and (c.digest_epochs > 0 or c.joint_distill > 0):  # else unused
             records[proto.TEACHER] = arrays
         student = self._student_record()
         messages = []

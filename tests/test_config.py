@@ -58,6 +58,7 @@ def test_wrong_type_is_named():
         ("distill.proxy_per_round=-1", "distill.proxy_per_round"),
         ("distill.proxy_per_round=1.5", "distill.proxy_per_round"),
         ("distill.proxy_per_round=0.0", "distill.proxy_per_round"),
+        ("clients.joint_distill=-0.5", "clients.joint_distill"),
     ],
 )
 def test_impossible_values_are_refused_naming_the_key(override, key):
@@ -182,3 +183,11 @@ def test_a_dpsgd_clip_norm_too_small_or_not_finite_is_refused(norm):
                 }
             }
         )
+
+
+def test_joint_distillation_is_refused_beside_dp_sgd_naming_both_keys():
+    sets = ["privacy.mechanisms=[dpsgd]", "privacy.dpsgd.noise_multiplier=1.0"]
+    with pytest.raises(ConfigError, match=r"clients\.joint_distill .*privacy\.mechanisms dpsgd"):
+        from_dict({}, [*sets, "clients.joint_distill=1.0"])
+    assert from_dict({}, [*sets, "clients.joint_distill=0"]).clients.joint_distill == 0.0
+    assert from_dict({}, ["clients.joint_distill=1.0"]).clients.joint_distill == 1.0

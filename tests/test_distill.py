@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from fedkd.distill import kd_loss, make_optimizer, mix, predict_probs, soften, train_distill
+from fedkd.distill import (
+    kd_loss,
+    make_optimizer,
+    mix,
+    predict_probs,
+    soften,
+    train_distill,
+    train_joint,
+    train_supervised,
+)
 from fedkd.models import build_model
 
 
@@ -89,3 +98,84 @@ def test_mixup_changes_the_distillation_and_zero_leaves_it_unchanged():
     assert torch.equal(run(), run(mixup=0.0))
     assert not torch.allclose(run(), run(mixup=0.4))
     assert torch.equal(run(mixup=0.4), run(mixup=0.4))  # seeded from the loop's generator
+
+
+def _joint_fixture():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)  # private labels follow feature 0
+    x_pub = rng.normal(size=(48, 6)).astype(np.float32)
+    x_pub[:, 2] += 4.0  # public rows lie apart from the private ones
+    pub = np.eye(3, dtype=np.float32)[(x_pub[:, 1] > 0).astype(int) + 1]  # feature 1, classes 1-2
+    return x, y, x_pub, pub
+
+
+def test_train_joint_keeps_the_model_on_the_public_soft_labels_that_private_training_forgets():
+    x, y, x_pub, pub = _joint_fixture()
+
+    def agreement(joint: bool) -> float:
+        torch.manual_seed(0)
+        model = torch.nn.Linear(6, 3)
+        opt = make_optimizer(model, 0.1)
+        gen = torch.Generator().manual_seed(0)
+        if joint:
+            kw = {"weight": 1.0, "temperature": 1.0}
+            train_joint(model, opt, x, y, x_pub, pub, epochs=20, batch_size=16, generator=gen, **kw)
+        else:
+            train_supervised(model, opt, x, y, epochs=20, batch_size=16, generator=gen)
+        return float(np.mean(predict_probs(model, x_pub).argmax(1) == pub.argmax(1)))
+
+    # Private data alone never predicts class 2 on purpose; the joint term teaches the public rule.
+    assert agreement(joint=True) > 0.8
+    assert agreement(joint=True) > agreement(joint=False) + 0.3
+
+
+def test_train_joint_still_learns_the_private_labels():
+    torch.manual_seed(0)
+    x, y, x_pub, pub = _joint_fixture()
+    model = torch.nn.Linear(6, 3)
+    opt = make_optimizer(model, 0.1)
+    gen = torch.Generator().manual_seed(0)
+    loss = train_joint(
+        model,
+        opt,
+        x,
+        y,
+        x_pub,
+        pub,
+        weight=1.0,
+        epochs=20,
+        batch_size=16,
+        temperature=1.0,
+        generator=gen,
+    )
+    assert np.mean(predict_probs(model, x).argmax(1) == y) > 0.8
+    assert 0 < loss < math.log(3)
+
+
+@pytest.mark.parametrize(
+    ("weight", "n_pub", "n_probs", "match"),
+    [
+        (-1.0, 4, 4, "weight must be >= 0"),
+        (1.0, 4, 3, "same non-zero length"),
+        (1.0, 0, 0, "same non-zero length"),
+    ],
+)
+def test_train_joint_refuses_a_negative_weight_and_mismatched_public_rows(
+    weight, n_pub, n_probs, match
+):
+    model = torch.nn.Linear(2, 2)
+    with pytest.raises(ValueError, match=match):
+        train_joint(
+            model,
+            make_optimizer(model, 0.1),
+            np.zeros((4, 2), np.float32),
+            np.zeros(4, np.int64),
+            np.zeros((n_pub, 2), np.float32),
+            np.full((n_probs, 2), 0.5, np.float32),
+            weight=weight,
+            epochs=1,
+            batch_size=2,
+            temperature=1.0,
+            generator=torch.Generator().manual_seed(0),
+        )

@@ -98,6 +98,18 @@ def test_teacher_labels_are_sent_down_only_when_clients_digest_them(tmp_path):
     assert r0[1]["bytes_down"] == r0[0]["bytes_down"]
 
 
+def test_joint_distillation_gets_the_teacher_rows_without_a_digest_and_changes_the_run(tmp_path):
+    opts = ["clients.digest_epochs=0", "clients.local_epochs=1"]
+    _, plain = _run(tmp_path, "j0", opts)
+    _, joint = _run(tmp_path, "j1", [*opts, "clients.joint_distill=1.0"])
+    r0, r1 = (json.loads((p / "metrics.json").read_text())["rounds"] for p in (plain, joint))
+    # Round 2: the 60 fp16 teacher rows of 10 classes go to each of 3 clients.
+    assert r1[1]["bytes_down"] - r0[1]["bytes_down"] >= 3 * 60 * 10 * 2
+    assert r1[0]["student_loss"] == r0[0]["student_loss"]  # round 1: nothing to distill yet
+    # Round 2: the clients trained towards those rows, so their replies and the student differ.
+    assert r1[1]["student_loss"] != r0[1]["student_loss"]
+
+
 def test_a_dp_sgd_run_on_public_features_with_propagation_completes(tmp_path):
     summary, out = _run(
         tmp_path,
