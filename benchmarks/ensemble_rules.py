@@ -5,9 +5,14 @@ Reads the clients' last saved models from a run directory (as
 split, the mean of their probabilities against label-count weighting: each client's
 probability of class c weighted by its share of the federation's class-c examples (the
 class-level ensemble of FedFTG, Zhang et al., CVPR 2022), on probabilities and on log
-probabilities. Needs models on fixed public features (every client shares one feature
-map, computed once here). Nothing is chosen from these figures; the label counts it reads
-are private statistics that fedkd does not release today.
+probabilities; and a client-side selector in the manner of Selective-FD (Shao, Wu and
+Zhang, Nature Communications 2024): each client answers only the rows that lie as close to
+its own private data as its private examples lie to each other (distance to the k-th
+nearest private example at most the q-quantile of the private examples' own), and each row
+is the mean over the clients that answered it (over all, if none did). Needs models on
+fixed public features (every client shares one feature map, computed once here). Nothing
+is chosen from these figures; the label counts and the selections it computes are private
+statistics that fedkd does not release today.
 
     python benchmarks/ensemble_rules.py CONFIG RUN_DIR
 """
@@ -28,6 +33,12 @@ from fedkd.clientdata import partitions_for, splits_for  # noqa: E402
 from fedkd.config import load_config  # noqa: E402
 
 
+def feats_of(feature_map: torch.nn.Module, x: np.ndarray) -> torch.Tensor:
+    """Public features of ``x`` under the clients' shared feature map."""
+    with torch.no_grad():
+        return feature_map(torch.as_tensor(x, dtype=torch.float32))
+
+
 def rules(probs: np.ndarray, counts: np.ndarray) -> dict[str, np.ndarray]:
     """(N, C) teacher scores of each rule from (K, N, C) probabilities and (K, C) counts."""
     share = counts / np.maximum(counts.sum(0, keepdims=True), 1)  # (K, C), columns sum to 1
@@ -37,6 +48,31 @@ def rules(probs: np.ndarray, counts: np.ndarray) -> dict[str, np.ndarray]:
         "label-count weighted probabilities": (probs * share[:, None, :]).sum(0),
         "label-count weighted log probabilities": (logp * share[:, None, :]).sum(0),
     }
+
+
+def in_distribution(
+    private: torch.Tensor, rows: torch.Tensor, *, k: int = 5, quantile: float = 0.95
+) -> np.ndarray:
+    """(N,) bool: rows whose distance to the k-th nearest private example is in range.
+
+    The range is the ``quantile`` of the private examples' distances to their own k-th
+    nearest other private example (so about ``1 - quantile`` of a client's own data would be
+    refused); a client with at most ``k`` examples answers every row.
+    """
+    if len(private) <= k:
+        return np.ones(len(rows), dtype=bool)
+    own = torch.cdist(private, private).sort(1).values[:, k]  # column 0 is the example itself
+    limit = torch.quantile(own, quantile)
+    near = torch.cdist(rows, private).sort(1).values[:, k - 1]
+    return (near <= limit).numpy()
+
+
+def selected_mean(probs: np.ndarray, answers: np.ndarray) -> np.ndarray:
+    """(N, C) mean over the clients that answered each row; all clients where none did."""
+    w = answers.astype(np.float64)[:, :, None]  # (K, N, 1)
+    n = w.sum(0)
+    pooled = (probs * w).sum(0) / np.maximum(n, 1)
+    return np.where(n > 0, pooled, probs.mean(0))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -60,7 +96,13 @@ def main(argv: list[str] | None = None) -> None:
         with torch.no_grad():
             feats = models[0][0](torch.as_tensor(x, dtype=torch.float32))  # shared features
             probs = np.stack([torch.softmax(m[1](feats), 1).numpy() for m in models])
-        for rule, scores in rules(probs.astype(np.float64), counts).items():
+            private = [feats_of(models[0][0], s.x_private[i]) for i in parts]
+        table = rules(probs.astype(np.float64), counts)
+        for q in (0.9, 0.95, 0.99):
+            answers = np.stack([in_distribution(f, feats, quantile=q) for f in private])
+            rule = f"client-side selection, q={q} ({answers.mean():.0%} answered)"
+            table[rule] = selected_mean(probs.astype(np.float64), answers)
+        for rule, scores in table.items():
             print(f"{name:10s}  {rule:40s}  {float((scores.argmax(1) == y).mean()):.4f}")
 
 
