@@ -137,11 +137,33 @@ def _check_teacher(idx: np.ndarray, probs: np.ndarray) -> None:
         )
 
 
+def _indices(raw: np.ndarray, record: str) -> np.ndarray:
+    """A record's ``idx`` as int64, refused unless it is a 1-D array of integers."""
+    if raw.ndim != 1 or not np.issubdtype(raw.dtype, np.integer):
+        raise ConfigError(f"the server's {record} indices must be a 1-D array of integers")
+    return raw.astype(np.int64)
+
+
+def _check_rows(task: RoundTask, data: ClientData) -> None:
+    """Every index the server sent names a proxy row; teacher labels have C columns."""
+    rows = len(data.x_proxy)
+    for name, idx in ((proto.PROXY, task.proxy_idx), (proto.TEACHER, task.teacher_idx)):
+        if idx is not None and len(idx) and not (idx.min() >= 0 and idx.max() < rows):
+            raise ConfigError(
+                f"the server's {name} indices must lie in [0, {rows}), the proxy's rows"
+            )
+    if task.teacher_probs is not None and task.teacher_probs.shape[1] != data.num_classes:
+        raise ConfigError(
+            f"the server's teacher labels have {task.teacher_probs.shape[1]} classes, "
+            f"the data {data.num_classes}"
+        )
+
+
 def _task(msg: Message) -> RoundTask:
     content = msg.content
     teacher_idx = teacher_probs = None
     if proto.TEACHER in content:
-        teacher_idx = content[proto.TEACHER][proto.IDX].numpy().astype(np.int64)
+        teacher_idx = _indices(content[proto.TEACHER][proto.IDX].numpy(), proto.TEACHER)
         teacher_probs = content[proto.TEACHER][proto.PROBS].numpy().astype(np.float32)
         _check_teacher(teacher_idx, teacher_probs)
     student = None
@@ -149,7 +171,7 @@ def _task(msg: Message) -> RoundTask:
         student = {k: v.numpy() for k, v in content[proto.STUDENT].items()}
     return RoundTask(
         server_round=int(content[proto.CONFIG][proto.ROUND]),
-        proxy_idx=content[proto.PROXY][proto.IDX].numpy().astype(np.int64),
+        proxy_idx=_indices(content[proto.PROXY][proto.IDX].numpy(), proto.PROXY),
         teacher_idx=teacher_idx,
         teacher_probs=teacher_probs,
         dpsgd_steps=(
@@ -215,6 +237,7 @@ def _round(msg: Message, context: Context) -> tuple[Config, int, RoundTask, obje
     cid = _client_id(context)
     _check_model(cfg, context, cid)
     cid, data = _data(cfg, context)
+    _check_rows(task, data)
     policy = _check_floor(cfg, context, data, task)
     store = _state_dir(cfg, msg.content[proto.CONFIG], context, cid)
     state = _restore(context, store, task.server_round)

@@ -427,6 +427,10 @@ def _validate_data_clients(d: DataConfig, c: ClientsConfig) -> None:
     _min("clients.local_epochs", c.local_epochs, 0)
     _min("clients.digest_epochs", c.digest_epochs, 0)
     _min("clients.joint_distill", c.joint_distill, 0)
+    _require(
+        math.isfinite(c.joint_distill),
+        f"clients.joint_distill must be finite, got {c.joint_distill}",
+    )
     _min("clients.lr", c.lr, 0, strict=True)
     _min("clients.batch_size", c.batch_size, 1)
     _min("clients.public_features", c.public_features, 0)

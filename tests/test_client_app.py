@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -145,3 +146,25 @@ def test_teacher_labels_that_are_not_probabilities_are_refused_before_training()
     msg = _train_message(cfg, np.arange(10), server_round=2)
     msg.content[proto.TEACHER] = ArrayRecord({"idx": Array(idx), "probs": Array(good)})
     assert not app(msg, _context(0)).has_error()
+
+
+def test_indices_and_labels_that_name_no_proxy_row_or_class_are_refused_naming_the_record():
+    import fedkd.client.app as client_app
+
+    cfg = from_dict({"clients": {"num_clients": 3, "local_epochs": 1}})
+    rows = len(splits_for(cfg.data, cfg.seed).x_proxy)
+    good = np.full((4, 10), 0.1, np.float32)
+    for idx, probs, words in (
+        (np.array([0, 1, 2, rows]), good, f"teacher indices must lie in \\[0, {rows}\\)"),
+        (np.array([-1, 1, 2, 3]), good, "teacher indices must lie in"),
+        (np.array([0.0, 1.5, 2.0, 3.0]), good, "teacher indices must be a 1-D array of integers"),
+        (np.arange(4).reshape(2, 2), good, "teacher indices must be a 1-D array of integers"),
+        (np.arange(4), np.full((4, 5), 0.2, np.float32), "teacher labels have 5 classes"),
+    ):
+        msg = _train_message(cfg, np.arange(10), server_round=2)
+        msg.content[proto.TEACHER] = ArrayRecord({"idx": Array(idx), "probs": Array(probs)})
+        reply = app(msg, _context(0))
+        assert reply.has_error() and reply.error.code == client_app.USER_ERROR
+        assert re.search(words, reply.error.reason), reply.error.reason
+    reply = app(_train_message(cfg, np.array([0, rows])), _context(0))
+    assert reply.has_error() and "proxy indices must lie in" in reply.error.reason
