@@ -34,3 +34,22 @@ def test_label_count_weighting_equals_the_mean_when_every_client_has_the_same_co
     np.testing.assert_allclose(
         out["label-count weighted probabilities"], out["mean of probabilities"]
     )
+
+
+def test_the_knn_selector_answers_rows_near_the_private_data_and_refuses_far_ones() -> None:
+    import torch
+
+    private = torch.tensor([[float(i), 0.0] for i in range(10)])  # a line of points 1 apart
+    rows = torch.tensor([[4.5, 0.0], [4.5, 50.0]])
+    near = ensemble_rules.in_distribution(private, rows, (0.5, 0.9), k=2)
+    assert near.shape == (2, 2)
+    assert near[:, 0].all() and not near[:, 1].any()
+    # A client with no more than k examples answers every row.
+    assert ensemble_rules.in_distribution(private[:2], rows, (0.5,), k=2).all()
+
+
+def test_selected_mean_pools_only_the_answering_clients_and_all_where_none_answered() -> None:
+    probs = np.array([[[0.9, 0.1], [0.6, 0.4]], [[0.2, 0.8], [0.0, 1.0]]])  # (K=2, N=2, C=2)
+    answers = np.array([[True, False], [False, False]])
+    out = ensemble_rules.selected_mean(probs, answers)
+    np.testing.assert_allclose(out, [[0.9, 0.1], [0.3, 0.7]])
