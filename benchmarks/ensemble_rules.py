@@ -50,6 +50,19 @@ def rules(probs: np.ndarray, counts: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
+def prior_corrected(probs: np.ndarray, counts: np.ndarray, pseudo: float, power: float):
+    """(K, N, C) each client's probabilities divided by its smoothed label prior, renormalised.
+
+    A model trained on labels drawn with prior pi_k predicts about pi_k(c) p(x | c); dividing
+    by pi_k^power (Menon et al., "Long-tail learning via logit adjustment", ICLR 2021) moves
+    it towards balanced classes. The prior is smoothed with ``pseudo`` counts per class, so a
+    class a client never saw is raised by a bounded factor only.
+    """
+    prior = (counts + pseudo) / (counts.sum(1, keepdims=True) + pseudo * counts.shape[1])
+    adjusted = probs / prior[:, None, :] ** power
+    return adjusted / adjusted.sum(2, keepdims=True)
+
+
 def in_distribution(
     private: torch.Tensor, rows: torch.Tensor, quantiles: tuple[float, ...], k: int = 5
 ) -> np.ndarray:
@@ -105,6 +118,13 @@ def main(argv: list[str] | None = None) -> None:
             for q, answers in zip(quantiles, near, strict=True):
                 rule = f"client-side selection, q={q} ({answers.mean():.0%} answered)"
                 table[rule] = selected_mean(probs.astype(np.float64), answers)
+        table["mean of log probabilities"] = np.log(np.clip(probs, 1e-12, 1)).mean(0)
+        for pseudo in (1.0, 5.0, 20.0):
+            for power in (0.5, 1.0):
+                rule = f"prior-corrected mean, pseudo {pseudo:g}, power {power:g}"
+                table[rule] = prior_corrected(probs.astype(np.float64), counts, pseudo, power).mean(
+                    0
+                )
         holds = counts >= 0.02 * counts.sum(1, keepdims=True)  # (K, C)
         guess = probs.mean(0)
         for it in (1, 2, 3):
