@@ -53,3 +53,12 @@ def test_selected_mean_pools_only_the_answering_clients_and_all_where_none_answe
     answers = np.array([[True, False], [False, False]])
     out = ensemble_rules.selected_mean(probs, answers)
     np.testing.assert_allclose(out, [[0.9, 0.1], [0.3, 0.7]])
+
+
+def test_prior_correction_leaves_balanced_clients_alone_and_raises_a_rare_class() -> None:
+    probs = np.array([[[0.6, 0.4]], [[0.6, 0.4]]])
+    counts = np.array([[10.0, 10.0], [90.0, 10.0]])  # client 1 saw class 0 nine times as often
+    out = ensemble_rules.prior_corrected(probs, counts, pseudo=0.0, power=1.0)
+    np.testing.assert_allclose(out[0], probs[0])
+    # 0.6 / 0.9 against 0.4 / 0.1: class 1 wins, 0.4/0.1 / (0.6/0.9 + 0.4/0.1) = 6/7.
+    np.testing.assert_allclose(out[1], [[1 / 7, 6 / 7]])
