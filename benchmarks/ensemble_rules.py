@@ -88,6 +88,43 @@ def selected_mean(probs: np.ndarray, answers: np.ndarray) -> np.ndarray:
     return np.where(n > 0, pooled, probs.mean(0))
 
 
+def score_table(
+    probs: np.ndarray,
+    counts: np.ndarray,
+    y: np.ndarray,
+    near: np.ndarray | None = None,
+    quantiles: tuple[float, ...] = (),
+) -> dict[str, np.ndarray]:
+    """(N, C) scores of every rule, in print order, from (K, N, C) float64 probabilities.
+
+    ``near`` is the (Q, K, N) k-NN answers for ``quantiles`` (none: that rule is left out).
+    """
+    table = rules(probs, counts)
+    for q, answers in zip(quantiles, near if near is not None else [], strict=True):
+        table[f"client-side selection, q={q} ({answers.mean():.0%} answered)"] = selected_mean(
+            probs, answers
+        )
+    table["mean of log probabilities"] = np.log(np.clip(probs, 1e-12, 1)).mean(0)
+    for pseudo in (1.0, 5.0, 20.0):
+        for power in (0.5, 1.0):
+            rule = f"prior-corrected mean, pseudo {pseudo:g}, power {power:g}"
+            table[rule] = prior_corrected(probs, counts, pseudo, power).mean(0)
+    holds = counts >= 0.02 * counts.sum(1, keepdims=True)  # (K, C)
+    guess = probs.mean(0)
+    for it in (1, 2, 3):
+        # Each client answers the rows whose pooled label it holds 2 % of its data of.
+        answers = holds[:, guess.argmax(1)]
+        guess = selected_mean(probs, answers)
+        table[f"selection by pooled class, pass {it} ({answers.mean():.0%} answered)"] = guess
+    # Not a selector: a client answers the rows whose *true* class it holds 2 % of its data
+    # of, which reads the rows' labels (docs/distillation.md says why it is no target).
+    answers = holds[:, y]
+    table[f"oracle selection by true class ({answers.mean():.0%} answered)"] = selected_mean(
+        probs, answers
+    )
+    return table
+
+
 def main(argv: list[str] | None = None) -> None:
     """Print each rule's accuracy on the proxy and the validation split."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -106,38 +143,17 @@ def main(argv: list[str] | None = None) -> None:
     if not all(isinstance(m, torch.nn.Sequential) for m in models):
         raise SystemExit(f"{a.config}: the clients' models must sit on fixed public features")
     counts = np.stack([np.bincount(s.y_private[i], minlength=c) for i in parts]).astype(float)
+    shared = models[0][0]  # every client's feature map is the same
+    private = [feats_of(shared, s.x_private[i]) for i in parts] if a.knn else []
+    quantiles = (0.5, 0.7, 0.9) if a.knn else ()
     for name, x, y in (("proxy", s.x_proxy, s.y_proxy), ("validation", s.x_val, s.y_val)):
+        feats = feats_of(shared, x)
         with torch.no_grad():
-            feats = models[0][0](torch.as_tensor(x, dtype=torch.float32))  # shared features
             probs = np.stack([torch.softmax(m[1](feats), 1).numpy() for m in models])
-            private = [feats_of(models[0][0], s.x_private[i]) for i in parts] if a.knn else []
-        table = rules(probs.astype(np.float64), counts)
+        near = None
         if a.knn:
-            quantiles = (0.5, 0.7, 0.9)
             near = np.stack([in_distribution(f, feats, quantiles) for f in private], 1)
-            for q, answers in zip(quantiles, near, strict=True):
-                rule = f"client-side selection, q={q} ({answers.mean():.0%} answered)"
-                table[rule] = selected_mean(probs.astype(np.float64), answers)
-        table["mean of log probabilities"] = np.log(np.clip(probs, 1e-12, 1)).mean(0)
-        for pseudo in (1.0, 5.0, 20.0):
-            for power in (0.5, 1.0):
-                rule = f"prior-corrected mean, pseudo {pseudo:g}, power {power:g}"
-                table[rule] = prior_corrected(probs.astype(np.float64), counts, pseudo, power).mean(
-                    0
-                )
-        holds = counts >= 0.02 * counts.sum(1, keepdims=True)  # (K, C)
-        guess = probs.mean(0)
-        for it in (1, 2, 3):
-            # Each client answers the rows whose pooled label it holds 2 % of its data of.
-            answers = holds[:, guess.argmax(1)]
-            guess = selected_mean(probs.astype(np.float64), answers)
-            rule = f"selection by pooled class, pass {it} ({answers.mean():.0%} answered)"
-            table[rule] = guess
-        # Upper bound of any client-side selector: a client answers the rows whose true
-        # class is one it holds at least 2 % of its examples of (reads the rows' labels).
-        answers = holds[:, y]
-        rule = f"oracle selection by true class ({answers.mean():.0%} answered)"
-        table[rule] = selected_mean(probs.astype(np.float64), answers)
+        table = score_table(probs.astype(np.float64), counts, y, near, quantiles)
         for rule, scores in table.items():
             print(f"{name:10s}  {rule:40s}  {float((scores.argmax(1) == y).mean()):.4f}")
 

@@ -62,3 +62,22 @@ def test_prior_correction_leaves_balanced_clients_alone_and_raises_a_rare_class(
     np.testing.assert_allclose(out[0], probs[0])
     # 0.6 / 0.9 against 0.4 / 0.1: class 1 wins, 0.4/0.1 / (0.6/0.9 + 0.4/0.1) = 6/7.
     np.testing.assert_allclose(out[1], [[1 / 7, 6 / 7]])
+
+
+def test_score_table_adds_one_knn_rule_per_quantile_and_keeps_the_mean_first() -> None:
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(3), size=(2, 4))
+    counts = np.array([[5.0, 5.0, 0.0], [0.0, 5.0, 5.0]])
+    near = np.ones((2, 2, 4), dtype=bool)  # every client answers every row
+    table = ensemble_rules.score_table(probs, counts, np.array([0, 1, 2, 1]), near, (0.5, 0.9))
+    assert next(iter(table)) == "mean of probabilities"
+    knn = [k for k in table if k.startswith("client-side selection")]
+    assert knn == [
+        "client-side selection, q=0.5 (100% answered)",
+        "client-side selection, q=0.9 (100% answered)",
+    ]
+    np.testing.assert_allclose(table[knn[0]], probs.mean(0))
+    assert not any(
+        k.startswith("client-side")
+        for k in ensemble_rules.score_table(probs, counts, np.zeros(4, int))
+    )
