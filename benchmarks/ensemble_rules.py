@@ -12,7 +12,10 @@ nearest private example at most the q-quantile of the private examples' own), an
 is the mean over the clients that answered it (over all, if none did). Needs models on
 fixed public features (every client shares one feature map, computed once here). Nothing
 is chosen from these figures; the label counts and the selections it computes are private
-statistics that fedkd does not release today.
+statistics that fedkd does not release today. Two references close the table: the top-1
+vote share (what the ``onebit`` codec sends), and FedAvg's aggregate of the same models,
+their weights averaged with each client's example count (the models must share one
+architecture; weights never leave a fedkd client, so this is only the yardstick).
 
     python benchmarks/ensemble_rules.py CONFIG RUN_DIR
 """
@@ -125,6 +128,24 @@ def score_table(
     return table
 
 
+def vote_share(probs: np.ndarray) -> np.ndarray:
+    """(N, C) share of the K clients whose most probable class is each class."""
+    c = probs.shape[2]
+    return np.eye(c)[probs.argmax(2)].mean(0)
+
+
+def weight_average(heads: list[torch.nn.Module], sizes: np.ndarray) -> torch.nn.Module:
+    """A copy of ``heads[0]`` holding the ``sizes``-weighted mean of every head's weights."""
+    import copy
+
+    w = torch.as_tensor(sizes / sizes.sum(), dtype=torch.float32)
+    states = [h.state_dict() for h in heads]
+    avg = {k: sum(wi * st[k].float() for wi, st in zip(w, states, strict=True)) for k in states[0]}
+    out = copy.deepcopy(heads[0])
+    out.load_state_dict(avg)
+    return out.eval()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Print each rule's accuracy on the proxy and the validation split."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -154,6 +175,11 @@ def main(argv: list[str] | None = None) -> None:
         if a.knn:
             near = np.stack([in_distribution(f, feats, quantiles) for f in private], 1)
         table = score_table(probs.astype(np.float64), counts, y, near, quantiles)
+        table["top-1 vote share"] = vote_share(probs)
+        if len({tuple(m[1].state_dict()) for m in models}) == 1:
+            with torch.no_grad():
+                fedavg = weight_average([m[1] for m in models], counts.sum(1))(feats)
+            table["FedAvg of the same models (weights; yardstick)"] = fedavg.numpy()
         for rule, scores in table.items():
             print(f"{name:10s}  {rule:40s}  {float((scores.argmax(1) == y).mean()):.4f}")
 

@@ -81,3 +81,20 @@ def test_score_table_adds_one_knn_rule_per_quantile_and_keeps_the_mean_first() -
         k.startswith("client-side")
         for k in ensemble_rules.score_table(probs, counts, np.zeros(4, int))
     )
+
+
+def test_vote_share_counts_each_clients_top_class() -> None:
+    probs = np.array([[[0.6, 0.4]], [[0.3, 0.7]], [[0.9, 0.1]]])
+    np.testing.assert_allclose(ensemble_rules.vote_share(probs), [[2 / 3, 1 / 3]])
+
+
+def test_weight_average_is_the_size_weighted_mean_of_the_weights() -> None:
+    import torch
+
+    a, b = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        a.weight.fill_(1.0), a.bias.fill_(0.0), b.weight.fill_(4.0), b.bias.fill_(3.0)
+    avg = ensemble_rules.weight_average([a, b], np.array([2.0, 1.0]))
+    torch.testing.assert_close(avg.weight, torch.full((1, 2), 2.0))
+    torch.testing.assert_close(avg.bias, torch.full((1,), 1.0))
+    assert a.weight[0, 0].item() == 1.0  # the inputs are left alone
