@@ -11,8 +11,13 @@ codec      arrays                                          bytes for (N, C)
 ``fp16``   ``probs`` float16 (N, C)                        2 N C
 ``int8``   ``q`` uint8 (N, C), ``scale`` float16 (N,)      N C + 2 N
 ``onebit`` ``bits`` uint8 (ceil(N C / 8),)                 ceil(N C / 8)
+``vote``   ``bits`` uint8 (ceil(N b / 8),), b = bits of C  ceil(N b / 8)
 ``topk``   ``idx`` uint8/uint16 (N, k), ``val`` float16    N k (1 or 2) + 2 N k
 =========  ==============================================  ======================
+
+``onebit`` and ``vote`` carry the same message, each row's top-1 class: ``onebit`` as a
+one-hot row of C bits, ``vote`` as the class index in ``b = ceil(log2 C)`` bits (4 for 10
+classes instead of 10), so both decode to the same one-hot matrix.
 """
 
 from __future__ import annotations
@@ -382,6 +387,87 @@ class OneBit:
         return onehot.astype(np.float32)
 
 
+def vote_bits(num_classes: int) -> int:
+    """Bits per row of the ``vote`` codec: ``ceil(log2 C)``, at least 1."""
+    return max(1, (int(num_classes) - 1).bit_length())
+
+
+@dataclass(frozen=True)
+class Vote:
+    """Top-1 vote as a packed class index: ``ceil(log2 C)`` bits per row.
+
+    Attributes
+    ----------
+    name : str
+        ``"vote"``.
+    """
+
+    name: str = "vote"
+
+    def encode(self, probs: np.ndarray) -> dict[str, np.ndarray]:
+        """Encode as ``{"bits": packbits(argmax in b bits per row, most significant first)}``.
+
+        Parameters
+        ----------
+        probs : np.ndarray
+            Finite (N, C) probabilities (ties go to the lowest class).
+
+        Returns
+        -------
+        dict[str, np.ndarray]
+            The payload: ``ceil(N * b / 8)`` uint8, ``b`` = :func:`vote_bits` (C).
+
+        Raises
+        ------
+        ValueError
+            If ``probs`` is not a finite 2-D real array.
+        """
+        p = _check_input(probs)
+        b = vote_bits(p.shape[1])
+        top = p.argmax(axis=1).astype(np.int64)
+        shifts = np.arange(b - 1, -1, -1, dtype=np.int64)
+        return {"bits": np.packbits(((top[:, None] >> shifts) & 1).astype(np.uint8).ravel())}
+
+    def decode(
+        self, arrays: Mapping[str, np.ndarray], num_rows: int, num_classes: int
+    ) -> np.ndarray:
+        """Unpack the class indices into a one-hot float32 matrix.
+
+        Parameters
+        ----------
+        arrays : Mapping[str, np.ndarray]
+            The payload.
+        num_rows, num_classes : int
+            Expected (N, C).
+
+        Returns
+        -------
+        np.ndarray
+            float32 (num_rows, num_classes) one-hot rows.
+
+        Raises
+        ------
+        CodecError
+            For a wrong key set, dtype or length, padding bits that are set, or a class
+            index >= C.
+        """
+        n, c = _check_dims(num_rows, num_classes)
+        b = vote_bits(c)
+        bits = _get(arrays, frozenset({"bits"}))["bits"]
+        size = n * b
+        _expect(bits, "bits", np.uint8, ((size + 7) // 8,))
+        flat = np.unpackbits(bits)
+        if np.any(flat[size:]):
+            raise CodecError("'bits' has padding bits set")
+        weights = 1 << np.arange(b - 1, -1, -1, dtype=np.int64)
+        top = flat[:size].reshape(n, b).astype(np.int64) @ weights
+        if np.any(top >= c):
+            raise CodecError(f"'bits' holds a class index >= {c}")
+        onehot = np.zeros((n, c), np.float32)
+        onehot[np.arange(n), top] = 1.0
+        return onehot
+
+
 @dataclass(frozen=True)
 class TopK:
     """The ``k`` largest probabilities per row; the rest of the mass spread evenly.
@@ -490,6 +576,7 @@ CODECS: Registry[Callable[..., Codec]] = Registry(
         "fp16": lambda: Float("fp16", np.float16),
         "int8": Int8,
         "onebit": OneBit,
+        "vote": Vote,
         "topk": lambda k=2: TopK(k=_topk_k(k)),
     },
 )

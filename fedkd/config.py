@@ -71,7 +71,7 @@ class DistillConfig:
     batch_size: int = 32
     aggregation: str = "mean_probs"
     aggregation_params: dict[str, float] = field(default_factory=dict)
-    codec: str = "fp32"  # fp32 | fp16 | int8 | onebit | topk
+    codec: str = "fp32"  # fp32 | fp16 | int8 | onebit | vote | topk
     topk: int = 2
     augment: bool = False  # random 1-pixel shifts of proxy images while distilling
     propagate_neighbors: int = 0  # k > 0: smooth teacher labels over the proxy's kNN graph

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from fedkd.compress import CODECS, CodecError, get_codec, payload_nbytes
+from fedkd.compress import CODECS, CodecError, get_codec, payload_nbytes, vote_bits
 
 
 def _probs(n: int, c: int, seed: int) -> np.ndarray:
@@ -102,6 +102,45 @@ def test_onebit_roundtrip_recovers_argmax_exactly() -> None:
     np.testing.assert_array_equal(out, np.eye(10, dtype=np.float32)[p.argmax(axis=1)])
 
 
+def test_vote_packs_hand_computed_class_indices() -> None:
+    # Prepare: 3 classes -> 2 bits per row; argmaxes 1, 0, 2 -> 01 00 10 -> 0b01001000
+    p = np.array([[0.1, 0.7, 0.2], [0.5, 0.3, 0.2], [0.2, 0.2, 0.6]])
+    codec = get_codec("vote")
+
+    # Execute
+    arrays = codec.encode(p)
+
+    # Assert
+    np.testing.assert_array_equal(arrays["bits"], np.array([72], dtype=np.uint8))
+    np.testing.assert_array_equal(codec.decode(arrays, 3, 3), np.eye(3)[[1, 0, 2]])
+
+
+@pytest.mark.parametrize("classes", [1, 2, 10, 17, 300])
+def test_vote_decodes_to_exactly_what_onebit_decodes_to(classes: int) -> None:
+    # Prepare
+    p = _probs(97, classes, classes)
+    onebit, vote = get_codec("onebit"), get_codec("vote")
+
+    # Execute
+    out = vote.decode(vote.encode(p), 97, classes)
+
+    # Assert: the same message in fewer bits
+    np.testing.assert_array_equal(out, onebit.decode(onebit.encode(p), 97, classes))
+    assert out.dtype == np.float32
+
+
+def test_vote_refuses_padding_bits_that_are_set() -> None:
+    # 3 rows x 2 bits = 6 bits: the last two bits of the byte are padding
+    with pytest.raises(CodecError, match="padding"):
+        get_codec("vote").decode({"bits": np.array([0b00000001], np.uint8)}, 3, 3)
+
+
+def test_vote_bits_are_the_bits_of_the_largest_class_index() -> None:
+    assert [vote_bits(c) for c in (1, 2, 3, 4, 5, 10, 16, 17, 256, 257)] == [
+        1, 1, 2, 2, 3, 4, 4, 5, 8, 9,
+    ]  # fmt: skip
+
+
 def test_topk_spreads_the_remaining_mass_evenly() -> None:
     # Prepare: keep 0.6 (class 1) and 0.2 (class 2); 0.2 left over 3 classes
     p = np.array([[0.1, 0.6, 0.2, 0.05, 0.05]])
@@ -190,6 +229,7 @@ def test_payloads_hold_only_numeric_arrays_and_survive_an_array_record(name: str
         ("fp16", {}, 288 * 10 * 2),
         ("int8", {}, 288 * 10 + 288 * 2),
         ("onebit", {}, 288 * 10 // 8),
+        ("vote", {}, 288 * 4 // 8),
         ("topk", {"k": 2}, 288 * 2 + 288 * 2 * 2),
     ],
 )
@@ -232,7 +272,7 @@ def test_get_codec_names_and_topk_parameter() -> None:
 
 def test_unknown_codec_lists_the_choices() -> None:
     with pytest.raises(
-        ValueError, match=r"unknown codec 'x' \(choose from fp32, fp16, int8, onebit, topk\)"
+        ValueError, match=r"unknown codec 'x' \(choose from fp32, fp16, int8, onebit, vote, topk\)"
     ):
         get_codec("x")
 
@@ -308,6 +348,9 @@ BAD_PAYLOADS: dict[str, tuple[str, Callable[[], object]]] = {
     "fp32 empty": ("fp32", lambda: _set("fp32", "probs", np.zeros((0, C), np.float32))),
     "scale 2-d": ("int8", lambda: _set("int8", "scale", np.ones((N, 1), np.float16))),
     "onebit short": ("onebit", lambda: _set("onebit", "bits", np.zeros(1, np.uint8))),
+    "vote short": ("vote", lambda: _set("vote", "bits", np.zeros(0, np.uint8))),
+    "vote as int8": ("vote", lambda: _set("vote", "bits", np.zeros(1, np.int8))),
+    "vote index >= C": ("vote", lambda: _set("vote", "bits", np.full(1, 0b11000000, np.uint8))),
     "topk too many": ("topk", lambda: _set("topk", "idx", np.zeros((N, 3), np.uint8))),
     "fp32 nan": ("fp32", lambda: _set("fp32", "probs", np.full((N, C), np.nan, np.float32))),
     "fp16 inf": ("fp16", lambda: _set("fp16", "probs", np.full((N, C), np.inf, np.float16))),

@@ -105,7 +105,7 @@ def test_exponent_without_dot_is_a_number():
 @pytest.mark.parametrize(
     ("override", "key", "allowed"),
     [
-        ("distill.codec=int9", "distill.codec", "fp32, fp16, int8, onebit, topk"),
+        ("distill.codec=int9", "distill.codec", "fp32, fp16, int8, onebit, vote, topk"),
         ("distill.aggregation=foo", "distill.aggregation", "mean_probs, mean_logits"),
         ("data.partition=zipf", "data.partition", "iid, dirichlet, pathological, shards"),
         ("clients.feature_map=wavelets", "clients.feature_map", "pixels, scattering"),

@@ -121,17 +121,20 @@ def _malformed(rng: np.random.Generator, codec: str) -> tuple[int, dict | None, 
         metrics["dpsgd-epsilon"] = 0.5  # incomplete DP-SGD metrics
     else:
         return node, a, metrics, True  # a weights record smuggled in
-    if kind == 6 and codec in ("int8", "onebit"):  # unsigned payloads: corrupt differently
-        a[key] = np.zeros_like(a[key]) if codec == "onebit" else a[key]
+    if kind == 6 and codec in ("int8", "onebit", "vote"):  # unsigned: corrupt differently
+        if codec == "onebit":
+            a[key] = np.zeros_like(a[key])  # rows without a vote
+        elif codec == "vote":
+            a[key] = np.full_like(a[key], 0xFF)  # class index 15 of 10
         if codec == "int8":
             a["scale"] = np.full(M, -1.0, np.float16)
     return node, a, metrics, False
 
 
-@pytest.mark.parametrize("codec", ["fp32", "fp16", "int8", "onebit", "topk"])
+@pytest.mark.parametrize("codec", ["fp32", "fp16", "int8", "onebit", "vote", "topk"])
 def test_fuzzed_replies_are_all_rejected_and_logged(codec, caplog):
-    # Prepare: 2,000 malformed replies per codec (10,000 in all), mixed with valid ones.
-    rng = np.random.default_rng(["fp32", "fp16", "int8", "onebit", "topk"].index(codec))
+    # Prepare: 2,000 malformed replies per codec (12,000 in all), mixed with valid ones.
+    rng = np.random.default_rng(["fp32", "fp16", "int8", "onebit", "vote", "topk"].index(codec))
     strategy = _strategy(codec)
     caplog.set_level(logging.WARNING, logger="fedkd.server.strategy")
     bad_total = 0
