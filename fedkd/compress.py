@@ -316,6 +316,16 @@ class Int8:
         return _renorm(a["q"].astype(np.float32) / 255.0 * scale[:, None], "q")
 
 
+def _unpack(arrays: Mapping[str, np.ndarray], size: int) -> np.ndarray:
+    """The first ``size`` bits of a ``{"bits": uint8}`` payload; CodecError if malformed."""
+    bits = _get(arrays, frozenset({"bits"}))["bits"]
+    _expect(bits, "bits", np.uint8, ((size + 7) // 8,))
+    flat = np.unpackbits(bits)
+    if np.any(flat[size:]):
+        raise CodecError("'bits' has padding bits set")
+    return flat[:size]
+
+
 @dataclass(frozen=True)
 class OneBit:
     """Top-1 vote: the one-hot argmax matrix, packed 8 entries per byte.
@@ -375,13 +385,7 @@ class OneBit:
             without exactly one vote.
         """
         n, c = _check_dims(num_rows, num_classes)
-        bits = _get(arrays, frozenset({"bits"}))["bits"]
-        size = n * c
-        _expect(bits, "bits", np.uint8, ((size + 7) // 8,))
-        flat = np.unpackbits(bits)
-        if np.any(flat[size:]):
-            raise CodecError("'bits' has padding bits set")
-        onehot = flat[:size].reshape(n, c)
+        onehot = _unpack(arrays, n * c).reshape(n, c)
         if np.any(onehot.sum(axis=1, dtype=np.int64) != 1):
             raise CodecError("'bits' has a row without exactly one vote")
         return onehot.astype(np.float32)
@@ -453,14 +457,8 @@ class Vote:
         """
         n, c = _check_dims(num_rows, num_classes)
         b = vote_bits(c)
-        bits = _get(arrays, frozenset({"bits"}))["bits"]
-        size = n * b
-        _expect(bits, "bits", np.uint8, ((size + 7) // 8,))
-        flat = np.unpackbits(bits)
-        if np.any(flat[size:]):
-            raise CodecError("'bits' has padding bits set")
         weights = 1 << np.arange(b - 1, -1, -1, dtype=np.int64)
-        top = flat[:size].reshape(n, b).astype(np.int64) @ weights
+        top = _unpack(arrays, n * b).reshape(n, b).astype(np.int64) @ weights
         if np.any(top >= c):
             raise CodecError(f"'bits' holds a class index >= {c}")
         onehot = np.zeros((n, c), np.float32)
