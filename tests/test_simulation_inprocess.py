@@ -179,3 +179,15 @@ def test_a_share_of_the_proxy_runs_as_the_count_it_stands_for(tmp_path):
     )
     assert [[r[k] for k in keys] for r in rs] == [[r[k] for k in keys] for r in rc]
     assert rs[0]["bytes_up"] < ro[0]["bytes_up"]
+
+
+def test_vote_codec_trains_exactly_as_onebit_on_fewer_bytes(tmp_path):
+    # The same top-1 votes: 4 bits per row for digits' 10 classes instead of 10. (The
+    # downlink differs by the codec's name in the run config sent down.)
+    keys = ("student_accuracy", "student_loss", "teacher_accuracy")
+    _, one = _run(tmp_path, "onebit", ["distill.codec=onebit"])
+    _, vote = _run(tmp_path, "vote", ["distill.codec=vote"])
+    ro, rv = (json.loads((p / "metrics.json").read_text())["rounds"] for p in (one, vote))
+    assert [[r[k] for k in keys] for r in ro] == [[r[k] for k in keys] for r in rv]
+    # 60 rows of 10 classes per client: 75 bytes of one-hot bits against 30 of indices.
+    assert [r["bytes_up"] for r in rv] == [r["bytes_up"] - 3 * 45 for r in ro]
