@@ -1,0 +1,99 @@
+"""What the student's architecture learns from the proxy's inputs with their true labels.
+
+A diagnostic for docs/distillation.md: fedkd's student only ever sees the proxy rows, so one
+reference for its ceiling is the same model trained with the true labels of those rows
+(labels fedkd never has), next to the same model trained on the whole private pool (what
+FedAvg's model can draw on) and on as many private rows as the proxy has. Each is trained
+by SGD with momentum at a few learning rates, and the best validation accuracy over the
+epochs is printed; the test split is not read.
+
+    python benchmarks/proxy_ceiling.py CONFIG [--epochs 40] [--lrs 0.01 0.03 0.1]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fedkd.clientdata import splits_for
+from fedkd.config import load_config
+from fedkd.distill import evaluate, make_optimizer, train_supervised
+from fedkd.features import build_client_model, feature_args, split_features
+
+
+def best_validation(
+    head: torch.nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    *,
+    lr: float,
+    epochs: int,
+    seed: int,
+) -> tuple[float, int]:
+    """Train ``head`` on (x, y) one epoch at a time; its best validation accuracy and epoch."""
+    gen = torch.Generator().manual_seed(seed)
+    opt = make_optimizer(head, lr)
+    best, best_epoch = 0.0, 0
+    for epoch in range(1, epochs + 1):
+        train_supervised(head, opt, x, y, epochs=1, batch_size=64, generator=gen)
+        acc = evaluate(head, x_val, y_val)[1]
+        if acc > best:
+            best, best_epoch = acc, epoch
+    return best, best_epoch
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Print the best validation accuracy of each training set and learning rate."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("config", type=Path)
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--lrs", type=float, nargs="+", default=[0.01, 0.03, 0.1])
+    a = p.parse_args(argv)
+    torch.set_num_threads(1)
+    cfg = load_config(a.config)
+    s = splits_for(cfg.data, cfg.seed)
+    if s.x_val is None or len(s.x_val) == 0:
+        raise SystemExit(f"{a.config}: needs data.validation_fraction > 0")
+    d = cfg.distill
+
+    def fresh() -> tuple[torch.nn.Module, torch.nn.Module]:
+        model = build_client_model(
+            d.student,
+            tuple(s.input_shape),
+            int(s.num_classes),
+            seed=cfg.seed,
+            x_public=s.x_proxy,
+            **feature_args(d, "distill"),
+        )
+        features, head = split_features(model)
+        return features, head
+
+    features, _ = fresh()
+
+    def inputs(x: np.ndarray) -> np.ndarray:
+        return x if features is None else features.transform_array(x)
+
+    x_val = inputs(s.x_val)
+    pick = np.random.default_rng(cfg.seed).permutation(len(s.x_private))[: len(s.x_proxy)]
+    sets = {
+        f"proxy rows, true labels ({len(s.x_proxy)})": (s.x_proxy, s.y_proxy),
+        f"private rows, as many ({len(pick)})": (s.x_private[pick], s.y_private[pick]),
+        f"whole private pool ({len(s.x_private)})": (s.x_private, s.y_private),
+    }
+    for name, (x, y) in sets.items():
+        xf = inputs(x)
+        for lr in a.lrs:
+            _, head = fresh()
+            acc, epoch = best_validation(
+                head, xf, y, x_val, s.y_val, lr=lr, epochs=a.epochs, seed=cfg.seed
+            )
+            print(f"{name:38s}  lr {lr:<6g}  best validation {acc:.4f} (epoch {epoch})")
+
+
+if __name__ == "__main__":
+    main()
