@@ -5,9 +5,12 @@ reference for its ceiling is the same model trained with the true labels of thos
 (labels fedkd never has), next to the same model trained on the whole private pool (what
 FedAvg's model can draw on) and on as many private rows as the proxy has. Each is trained
 by SGD with momentum at a few learning rates, and the best validation accuracy over the
-epochs is printed; the test split is not read.
+epochs is printed; the test split is not read. ``--mirror`` adds the proxy rows together
+with their left-right mirror images (same labels): whether more public inputs, made from the
+proxy itself, would raise that ceiling (for images whose classes survive a mirror).
 
     python benchmarks/proxy_ceiling.py CONFIG [--epochs 40] [--lrs 0.01 0.03 0.1]
+        [--mirror] [--only-proxy]
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("config", type=Path)
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--lrs", type=float, nargs="+", default=[0.01, 0.03, 0.1])
+    p.add_argument("--mirror", action="store_true", help="also proxy + mirrored proxy")
+    p.add_argument("--only-proxy", action="store_true", help="skip the private-row sets")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     cfg = load_config(a.config)
@@ -80,11 +85,13 @@ def main(argv: list[str] | None = None) -> None:
 
     x_val = inputs(s.x_val)
     pick = np.random.default_rng(cfg.seed).permutation(len(s.x_private))[: len(s.x_proxy)]
-    sets = {
-        f"proxy rows, true labels ({len(s.x_proxy)})": (s.x_proxy, s.y_proxy),
-        f"private rows, as many ({len(pick)})": (s.x_private[pick], s.y_private[pick]),
-        f"whole private pool ({len(s.x_private)})": (s.x_private, s.y_private),
-    }
+    sets = {f"proxy rows, true labels ({len(s.x_proxy)})": (s.x_proxy, s.y_proxy)}
+    if a.mirror:
+        both = np.concatenate([s.x_proxy, s.x_proxy[..., ::-1]])
+        sets[f"proxy + mirrored, true labels ({len(both)})"] = (both, np.tile(s.y_proxy, 2))
+    if not a.only_proxy:
+        sets[f"private rows, as many ({len(pick)})"] = (s.x_private[pick], s.y_private[pick])
+        sets[f"whole private pool ({len(s.x_private)})"] = (s.x_private, s.y_private)
     for name, (x, y) in sets.items():
         xf = inputs(x)
         for lr in a.lrs:
