@@ -11,13 +11,14 @@ codec      arrays                                          bytes for (N, C)
 ``fp16``   ``probs`` float16 (N, C)                        2 N C
 ``int8``   ``q`` uint8 (N, C), ``scale`` float16 (N,)      N C + 2 N
 ``onebit`` ``bits`` uint8 (ceil(N C / 8),)                 ceil(N C / 8)
-``vote``   ``bits`` uint8 (ceil(N b / 8),), b = bits of C  ceil(N b / 8)
+``vote``   ``bits`` uint8 (ceil(N b / 8),), b below        ceil(N b / 8)
 ``topk``   ``idx`` uint8/uint16 (N, k), ``val`` float16    N k (1 or 2) + 2 N k
 =========  ==============================================  ======================
 
 ``onebit`` and ``vote`` carry the same message, each row's top-1 class: ``onebit`` as a
-one-hot row of C bits, ``vote`` as the class index in ``b = ceil(log2 C)`` bits (4 for 10
-classes instead of 10), so both decode to the same one-hot matrix.
+one-hot row of C bits, ``vote`` as the class index in ``b = ceil(log2 C)`` bits, at least
+one (:func:`vote_bits`: 4 for 10 classes instead of 10), so both decode to the same one-hot
+matrix.
 """
 
 from __future__ import annotations
@@ -398,7 +399,7 @@ def vote_bits(num_classes: int) -> int:
 
 @dataclass(frozen=True)
 class Vote:
-    """Top-1 vote as a packed class index: ``ceil(log2 C)`` bits per row.
+    """Top-1 vote as a packed class index: ``ceil(log2 C)`` bits per row, at least one.
 
     Attributes
     ----------

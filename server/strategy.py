@@ -142,7 +142,10 @@ class DistillStrategy(Strategy):
                 f"expected records {proto.PREDICTIONS!r} and {proto.METRICS!r}, got "
                 f"{sorted(content.array_records) + sorted(content.metric_records)}"
             )
-        arrays = {k: v.numpy() for k, v in content[proto.PREDICTIONS].items()}
+        try:
+            arrays = {k: v.numpy() for k, v in content[proto.PREDICTIONS].items()}
+        except (TypeError, ValueError) as err:  # not a NumPy array on the wire
+            raise ReplyError(f"predictions: an array that does not load ({err})") from err
         metrics = dict(content[proto.METRICS])
         num_classes = int(self.splits.num_classes)
         cid, probs = decode_reply(arrays, metrics, self.codec, len(record.idx), num_classes)

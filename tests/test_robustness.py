@@ -276,3 +276,21 @@ def test_dropouts_release_nothing_and_the_run_completes(tmp_path):
     assert all(r["steps"] == steps_per_round(cfg, r["population"]) for r in ledger["releases"])
     per_round = {r["round"] for r in ledger["releases"]}
     assert per_round == {1, 2, 3}
+
+
+def test_a_reply_array_that_is_not_numpy_is_dropped_not_raised(caplog):
+    # Prepare: a payload of the right size in a serialisation that is not NumPy's.
+    strategy = _strategy("vote")
+    record = _open_round(strategy, 1, sorted(NODES))
+    bad = _reply(100, get_codec("vote").encode(_valid(np.random.default_rng(0))), None)
+    raw = Array(dtype="uint8", shape=(6,), stype="torch.raw", data=b"\0" * 6)
+    bad.content["predictions"] = ArrayRecord({"bits": raw})
+    bad.content["metrics"] = MetricRecord({"client-id": 0, "num-examples": 10})
+    caplog.set_level(logging.WARNING, logger="fedkd.server.strategy")
+
+    # Execute: no exception may escape.
+    teacher, _ = strategy.aggregate_train(1, [bad])
+
+    # Assert
+    assert teacher is None and record.dropped == 1
+    assert any("does not load" in r.getMessage() for r in caplog.records)
