@@ -23,6 +23,7 @@ architecture; weights never leave a fedkd client, so this is only the yardstick)
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from pathlib import Path
 
@@ -32,6 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from distill_diagnostics import local_models  # noqa: E402
 
+from fedkd.aggregate import votes  # noqa: E402
 from fedkd.clientdata import partitions_for, splits_for  # noqa: E402
 from fedkd.config import load_config  # noqa: E402
 
@@ -130,14 +132,11 @@ def score_table(
 
 def vote_share(probs: np.ndarray) -> np.ndarray:
     """(N, C) share of the K clients whose most probable class is each class."""
-    c = probs.shape[2]
-    return np.eye(c)[probs.argmax(2)].mean(0)
+    return votes(probs) / probs.shape[0]
 
 
 def weight_average(heads: list[torch.nn.Module], sizes: np.ndarray) -> torch.nn.Module:
     """A copy of ``heads[0]`` holding the ``sizes``-weighted mean of every head's weights."""
-    import copy
-
     w = torch.as_tensor(sizes / sizes.sum(), dtype=torch.float32)
     states = [h.state_dict() for h in heads]
     avg = {k: sum(wi * st[k].float() for wi, st in zip(w, states, strict=True)) for k in states[0]}

@@ -24,7 +24,7 @@ import torch
 from fedkd.clientdata import splits_for
 from fedkd.config import load_config
 from fedkd.distill import evaluate, make_optimizer, train_supervised
-from fedkd.features import build_client_model, feature_args, split_features
+from fedkd.features import PublicFeatures, build_client_model, feature_args, split_features
 
 
 def best_validation(
@@ -66,17 +66,18 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"{a.config}: needs data.validation_fraction > 0")
     d = cfg.distill
 
-    def fresh() -> tuple[torch.nn.Module, torch.nn.Module]:
-        model = build_client_model(
-            d.student,
-            tuple(s.input_shape),
-            int(s.num_classes),
-            seed=cfg.seed,
-            x_public=s.x_proxy,
-            **feature_args(d, "distill"),
+    def fresh() -> tuple[PublicFeatures | None, torch.nn.Module]:
+        """A new student model, split into its fixed features and trainable head."""
+        return split_features(
+            build_client_model(
+                d.student,
+                tuple(s.input_shape),
+                int(s.num_classes),
+                seed=cfg.seed,
+                x_public=s.x_proxy,
+                **feature_args(d, "distill"),
+            )
         )
-        features, head = split_features(model)
-        return features, head
 
     features, _ = fresh()
 
