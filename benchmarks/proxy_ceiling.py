@@ -8,14 +8,19 @@ by SGD with momentum at a few learning rates, and the best validation accuracy o
 epochs is printed; the test split is not read. ``--mirror`` adds the proxy rows together
 with their left-right mirror images (same labels): whether more public inputs, made from the
 proxy itself, would raise that ceiling (for images whose classes survive a mirror).
+``--soft-teacher`` asks what soft labels can add: the model trained on the whole private pool
+(its best validation epoch, at the first learning rate) labels the proxy rows with its
+probabilities, and a fresh student distils them (Hinton et al., 2015) at each temperature of
+``--temperatures``: a teacher as good as the pooled data, seen through the proxy's inputs.
 
     python benchmarks/proxy_ceiling.py CONFIG [--epochs 40] [--lrs 0.01 0.03 0.1]
-        [--mirror] [--only-proxy]
+        [--mirror] [--only-proxy] [--soft-teacher [--temperatures 1 4]]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +28,13 @@ import torch
 
 from fedkd.clientdata import splits_for
 from fedkd.config import load_config
-from fedkd.distill import evaluate, make_optimizer, train_supervised
+from fedkd.distill import (
+    evaluate,
+    make_optimizer,
+    predict_probs,
+    train_distill,
+    train_supervised,
+)
 from fedkd.features import PublicFeatures, build_client_model, feature_args, split_features
 
 
@@ -37,16 +48,27 @@ def best_validation(
     lr: float,
     epochs: int,
     seed: int,
+    temperature: float = 1.0,
 ) -> tuple[float, int]:
-    """Train ``head`` on (x, y) one epoch at a time; its best validation accuracy and epoch."""
+    """Train ``head`` on (x, y) one epoch at a time; its best validation accuracy and epoch.
+
+    ``y`` is either labels (N,), trained with cross-entropy, or teacher probabilities
+    (N, C), distilled at ``temperature``. ``head`` is left with its best epoch's weights.
+    """
     gen = torch.Generator().manual_seed(seed)
     opt = make_optimizer(head, lr)
-    best, best_epoch = 0.0, 0
+    best, best_epoch, best_state = 0.0, 0, copy.deepcopy(head.state_dict())
     for epoch in range(1, epochs + 1):
-        train_supervised(head, opt, x, y, epochs=1, batch_size=64, generator=gen)
+        if y.ndim == 2:
+            train_distill(
+                head, opt, x, y, epochs=1, batch_size=64, temperature=temperature, generator=gen
+            )
+        else:
+            train_supervised(head, opt, x, y, epochs=1, batch_size=64, generator=gen)
         acc = evaluate(head, x_val, y_val)[1]
         if acc > best:
-            best, best_epoch = acc, epoch
+            best, best_epoch, best_state = acc, epoch, copy.deepcopy(head.state_dict())
+    head.load_state_dict(best_state)
     return best, best_epoch
 
 
@@ -58,6 +80,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lrs", type=float, nargs="+", default=[0.01, 0.03, 0.1])
     p.add_argument("--mirror", action="store_true", help="also proxy + mirrored proxy")
     p.add_argument("--only-proxy", action="store_true", help="skip the private-row sets")
+    p.add_argument("--soft-teacher", action="store_true", help="distil a pooled-data model")
+    p.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 4.0])
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     cfg = load_config(a.config)
@@ -101,6 +125,38 @@ def main(argv: list[str] | None = None) -> None:
                 head, xf, y, x_val, s.y_val, lr=lr, epochs=a.epochs, seed=cfg.seed
             )
             print(f"{name:38s}  lr {lr:<6g}  best validation {acc:.4f} (epoch {epoch})")
+    if a.soft_teacher:
+        _, teacher = fresh()
+        acc, epoch = best_validation(
+            teacher,
+            inputs(s.x_private),
+            s.y_private,
+            x_val,
+            s.y_val,
+            lr=a.lrs[0],
+            epochs=a.epochs,
+            seed=cfg.seed,
+        )
+        print(f"teacher: whole private pool, lr {a.lrs[0]:g}, validation {acc:.4f} (epoch {epoch})")
+        xf = inputs(s.x_proxy)
+        probs = predict_probs(teacher, xf)
+        print(f"teacher on the proxy rows: accuracy {np.mean(probs.argmax(1) == s.y_proxy):.4f}")
+        for t in a.temperatures:
+            for lr in a.lrs:
+                _, head = fresh()
+                acc, epoch = best_validation(
+                    head,
+                    xf,
+                    probs,
+                    x_val,
+                    s.y_val,
+                    lr=lr,
+                    epochs=a.epochs,
+                    seed=cfg.seed,
+                    temperature=t,
+                )
+                name = f"proxy rows, pooled teacher, T {t:g}"
+                print(f"{name:38s}  lr {lr:<6g}  best validation {acc:.4f} (epoch {epoch})")
 
 
 if __name__ == "__main__":

@@ -42,3 +42,23 @@ def test_a_separable_set_is_learned_and_the_best_epoch_is_reported() -> None:
     noise = np.random.default_rng(2).integers(0, 2, 200)
     acc, _ = proxy_ceiling.best_validation(_head(1), x, noise, xv, yv, lr=0.1, epochs=5, seed=0)
     assert acc < 0.8
+
+
+def test_soft_labels_are_distilled_and_the_best_epoch_weights_are_kept() -> None:
+    x, y = _blobs(200, 0)
+    xv, yv = _blobs(100, 1)
+    teacher = _head(0)
+    proxy_ceiling.best_validation(teacher, x, y, xv, yv, lr=0.1, epochs=5, seed=0)
+    probs = proxy_ceiling.predict_probs(teacher, x)
+    assert probs.shape == (200, 2)
+    student = _head(1)
+    acc, _ = proxy_ceiling.best_validation(
+        student, x, probs, xv, yv, lr=0.1, epochs=5, seed=0, temperature=2.0
+    )
+    assert acc > 0.9
+    # The head is left at its best epoch: scoring it again gives the best accuracy.
+    assert proxy_ceiling.evaluate(student, xv, yv)[1] == acc
+    # The same soft labels on shuffled rows say nothing about the inputs.
+    shuffled = probs[np.random.default_rng(3).permutation(200)]
+    acc, _ = proxy_ceiling.best_validation(_head(2), x, shuffled, xv, yv, lr=0.1, epochs=5, seed=0)
+    assert acc < 0.8
