@@ -49,10 +49,24 @@ def test_a_run_gets_its_mechanisms_example_level_first_and_plain_aggregation_onl
 
 def test_pate_picks_the_codec_and_the_vote_on_the_client():
     cfg = from_dict({"privacy": {"mechanisms": ["pate"]}, "distill": {"codec": "int8"}})
-    assert codec_name(cfg) == "onebit"
+    assert codec_name(cfg) == "vote"
     assert codec_name(from_dict({"distill": {"codec": "int8"}})) == "int8"
     probs = np.array([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3]], np.float32)
     assert np.array_equal(privatize(cfg, probs), [[0, 1, 0], [1, 0, 0]])
+
+
+def test_a_pate_reply_decodes_to_exactly_the_one_hot_votes_in_log2_c_bits_a_row():
+    from fedkd.compress import get_codec
+    from fedkd.mechanisms.client import encode_reply
+
+    cfg = from_dict({"privacy": {"mechanisms": ["pate"]}})
+    probs = np.random.default_rng(0).dirichlet(np.ones(10), size=37).astype(np.float32)
+    reply = encode_reply(cfg, probs)
+    decoded = get_codec("vote").decode(reply, 37, 10)
+    assert np.array_equal(decoded, privatize(cfg, probs))
+    assert sum(a.nbytes for a in reply.values()) == -(-37 * 4 // 8)  # 4 bits for 10 classes
+    onebit = get_codec("onebit").encode(privatize(cfg, probs))
+    assert sum(a.nbytes for a in onebit.values()) > sum(a.nbytes for a in reply.values())
 
 
 def test_without_privacy_the_teacher_is_the_configured_aggregation_and_costs_nothing():

@@ -31,8 +31,8 @@ class PATE(ClientLevel):
 
     @classmethod
     def codec(cls, cfg) -> str:
-        """One bit per class: the vote is all a client sends."""
-        return "onebit"
+        """The vote is all a client sends: its class index, ceil(log2 C) bits per row."""
+        return "vote"
 
     @classmethod
     def privatize(cls, cfg, probs: np.ndarray) -> np.ndarray:
