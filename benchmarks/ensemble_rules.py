@@ -16,8 +16,13 @@ statistics that fedkd does not release today. Two references close the table: th
 vote share (what the ``onebit`` codec sends), and FedAvg's aggregate of the same models,
 their weights averaged with each client's example count (the models must share one
 architecture; weights never leave a fedkd client, so this is only the yardstick).
+``--distill`` then asks whether the round's distillation could keep what the ensemble knows:
+a fresh student (the config's ``distill.student``) distils the mean of probabilities, and the
+vote share, on the whole proxy at each ``--temperatures`` value for up to ``--epochs`` epochs,
+and its best validation accuracy is printed (``proxy_ceiling.best_validation``).
 
-    python benchmarks/ensemble_rules.py CONFIG RUN_DIR
+    python benchmarks/ensemble_rules.py CONFIG RUN_DIR [--knn]
+        [--distill [--temperatures 1 4] [--lr 0.03] [--epochs 40]]
 """
 
 from __future__ import annotations
@@ -32,10 +37,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from distill_diagnostics import local_models  # noqa: E402
+from proxy_ceiling import best_validation  # noqa: E402
 
 from fedkd.aggregate import votes  # noqa: E402
 from fedkd.clientdata import partitions_for, splits_for  # noqa: E402
 from fedkd.config import load_config  # noqa: E402
+from fedkd.features import build_client_model, feature_args, split_features  # noqa: E402
 
 
 def feats_of(feature_map: torch.nn.Module, x: np.ndarray) -> torch.Tensor:
@@ -151,6 +158,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("config", type=Path)
     p.add_argument("run", type=Path)
     p.add_argument("--knn", action="store_true", help="also the k-NN selector (slow)")
+    p.add_argument("--distill", action="store_true", help="distil the ensemble into a student")
+    p.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 4.0])
+    p.add_argument("--lr", type=float, default=0.03)
+    p.add_argument("--epochs", type=int, default=40)
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     cfg = load_config(a.config)
@@ -181,6 +192,38 @@ def main(argv: list[str] | None = None) -> None:
             table["FedAvg of the same models (weights; yardstick)"] = fedavg.numpy()
         for rule, scores in table.items():
             print(f"{name:10s}  {rule:40s}  {float((scores.argmax(1) == y).mean()):.4f}")
+        if a.distill and name == "proxy":
+            targets = {"mean of probabilities": probs.mean(0), "vote share": vote_share(probs)}
+    if a.distill:
+        distill_targets(cfg, s, targets, a.temperatures, a.lr, a.epochs)
+
+
+def distill_targets(cfg, s, targets: dict[str, np.ndarray], temperatures, lr, epochs) -> None:
+    """Print a fresh student's best validation accuracy distilling each proxy target."""
+    d = cfg.distill
+    for t in temperatures:
+        for rule, target in targets.items():
+            features, head = split_features(
+                build_client_model(
+                    d.student,
+                    tuple(s.input_shape),
+                    int(s.num_classes),
+                    seed=cfg.seed,
+                    x_public=s.x_proxy,
+                    **feature_args(d, "distill"),
+                )
+            )
+            x, xv = s.x_proxy, s.x_val
+            if features is not None:
+                x, xv = features.transform_array(x), features.transform_array(xv)
+            target = np.asarray(target / target.sum(1, keepdims=True), np.float32)
+            acc, epoch = best_validation(
+                head, x, target, xv, s.y_val, lr=lr, epochs=epochs, seed=cfg.seed, temperature=t
+            )
+            print(
+                f"student distilling the {rule} on the whole proxy, T {t:g}, lr {lr:g}: "
+                f"best validation {acc:.4f} (epoch {epoch})"
+            )
 
 
 if __name__ == "__main__":

@@ -317,13 +317,13 @@ class Int8:
         return _renorm(a["q"].astype(np.float32) / 255.0 * scale[:, None], "q")
 
 
-def _unpack(arrays: Mapping[str, np.ndarray], size: int) -> np.ndarray:
-    """The first ``size`` bits of a ``{"bits": uint8}`` payload; CodecError if malformed."""
-    bits = _get(arrays, frozenset({"bits"}))["bits"]
-    _expect(bits, "bits", np.uint8, ((size + 7) // 8,))
+def _unpack(arrays: Mapping[str, np.ndarray], size: int, key: str) -> np.ndarray:
+    """The first ``size`` bits of a ``{key: uint8}`` payload; CodecError if malformed."""
+    bits = _get(arrays, frozenset({key}))[key]
+    _expect(bits, key, np.uint8, ((size + 7) // 8,))
     flat = np.unpackbits(bits)
     if np.any(flat[size:]):
-        raise CodecError("'bits' has padding bits set")
+        raise CodecError(f"'{key}' has padding bits set")
     return flat[:size]
 
 
@@ -386,7 +386,7 @@ class OneBit:
             without exactly one vote.
         """
         n, c = _check_dims(num_rows, num_classes)
-        onehot = _unpack(arrays, n * c).reshape(n, c)
+        onehot = _unpack(arrays, n * c, "bits").reshape(n, c)
         if np.any(onehot.sum(axis=1, dtype=np.int64) != 1):
             raise CodecError("'bits' has a row without exactly one vote")
         return onehot.astype(np.float32)
@@ -410,7 +410,10 @@ class Vote:
     name: str = "vote"
 
     def encode(self, probs: np.ndarray) -> dict[str, np.ndarray]:
-        """Encode as ``{"bits": packbits(argmax in b bits per row, most significant first)}``.
+        """Encode as ``{"index": packbits(argmax in b bits per row, most significant first)}``.
+
+        The key differs from ``onebit``'s ``"bits"``, so a payload of one is never read as the
+        other, even where their byte counts agree (N * C <= 8).
 
         Parameters
         ----------
@@ -431,7 +434,7 @@ class Vote:
         b = vote_bits(p.shape[1])
         top = p.argmax(axis=1).astype(np.int64)
         shifts = np.arange(b - 1, -1, -1, dtype=np.int64)
-        return {"bits": np.packbits(((top[:, None] >> shifts) & 1).astype(np.uint8).ravel())}
+        return {"index": np.packbits(((top[:, None] >> shifts) & 1).astype(np.uint8).ravel())}
 
     def decode(
         self, arrays: Mapping[str, np.ndarray], num_rows: int, num_classes: int
@@ -459,9 +462,9 @@ class Vote:
         n, c = _check_dims(num_rows, num_classes)
         b = vote_bits(c)
         weights = 1 << np.arange(b - 1, -1, -1, dtype=np.int64)
-        top = _unpack(arrays, n * b).reshape(n, b).astype(np.int64) @ weights
+        top = _unpack(arrays, n * b, "index").reshape(n, b).astype(np.int64) @ weights
         if np.any(top >= c):
-            raise CodecError(f"'bits' holds a class index >= {c}")
+            raise CodecError(f"'index' holds a class index >= {c}")
         onehot = np.zeros((n, c), np.float32)
         onehot[np.arange(n), top] = 1.0
         return onehot

@@ -111,7 +111,7 @@ def test_vote_packs_hand_computed_class_indices() -> None:
     arrays = codec.encode(p)
 
     # Assert
-    np.testing.assert_array_equal(arrays["bits"], np.array([72], dtype=np.uint8))
+    np.testing.assert_array_equal(arrays["index"], np.array([72], dtype=np.uint8))
     np.testing.assert_array_equal(codec.decode(arrays, 3, 3), np.eye(3)[[1, 0, 2]])
 
 
@@ -132,7 +132,18 @@ def test_vote_decodes_to_exactly_what_onebit_decodes_to(classes: int) -> None:
 def test_vote_refuses_padding_bits_that_are_set() -> None:
     # 3 rows x 2 bits = 6 bits: the last two bits of the byte are padding
     with pytest.raises(CodecError, match="padding"):
-        get_codec("vote").decode({"bits": np.array([0b00000001], np.uint8)}, 3, 3)
+        get_codec("vote").decode({"index": np.array([0b00000001], np.uint8)}, 3, 3)
+
+
+@pytest.mark.parametrize(("rows", "classes"), [(1, 2), (1, 4), (1, 8), (2, 4), (4, 2), (8, 1)])
+def test_onebit_and_vote_payloads_are_never_read_as_each_other(rows: int, classes: int) -> None:
+    # N * C <= 8: both codecs send one byte, so only the key tells them apart.
+    p = _probs(rows, classes, 7)
+    onebit, vote = get_codec("onebit"), get_codec("vote")
+    with pytest.raises(CodecError):
+        vote.decode(onebit.encode(p), rows, classes)
+    with pytest.raises(CodecError):
+        onebit.decode(vote.encode(p), rows, classes)
 
 
 def test_vote_bits_are_the_bits_of_the_largest_class_index() -> None:
@@ -348,9 +359,10 @@ BAD_PAYLOADS: dict[str, tuple[str, Callable[[], object]]] = {
     "fp32 empty": ("fp32", lambda: _set("fp32", "probs", np.zeros((0, C), np.float32))),
     "scale 2-d": ("int8", lambda: _set("int8", "scale", np.ones((N, 1), np.float16))),
     "onebit short": ("onebit", lambda: _set("onebit", "bits", np.zeros(1, np.uint8))),
-    "vote short": ("vote", lambda: _set("vote", "bits", np.zeros(0, np.uint8))),
-    "vote as int8": ("vote", lambda: _set("vote", "bits", np.zeros(1, np.int8))),
-    "vote index >= C": ("vote", lambda: _set("vote", "bits", np.full(1, 0b11000000, np.uint8))),
+    "vote short": ("vote", lambda: _set("vote", "index", np.zeros(0, np.uint8))),
+    "vote as int8": ("vote", lambda: _set("vote", "index", np.zeros(1, np.int8))),
+    "vote index >= C": ("vote", lambda: _set("vote", "index", np.full(1, 0b11000000, np.uint8))),
+    "vote as onebit": ("vote", lambda: _payload("onebit")),
     "topk too many": ("topk", lambda: _set("topk", "idx", np.zeros((N, 3), np.uint8))),
     "fp32 nan": ("fp32", lambda: _set("fp32", "probs", np.full((N, C), np.nan, np.float32))),
     "fp16 inf": ("fp16", lambda: _set("fp16", "probs", np.full((N, C), np.inf, np.float16))),

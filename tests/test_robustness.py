@@ -284,7 +284,7 @@ def test_a_reply_array_that_is_not_numpy_is_dropped_not_raised(caplog):
     record = _open_round(strategy, 1, sorted(NODES))
     bad = _reply(100, get_codec("vote").encode(_valid(np.random.default_rng(0))), None)
     raw = Array(dtype="uint8", shape=(6,), stype="torch.raw", data=b"\0" * 6)
-    bad.content["predictions"] = ArrayRecord({"bits": raw})
+    bad.content["predictions"] = ArrayRecord({"index": raw})
     bad.content["metrics"] = MetricRecord({"client-id": 0, "num-examples": 10})
     caplog.set_level(logging.WARNING, logger="fedkd.server.strategy")
 
