@@ -18,7 +18,13 @@ _NOISE = 0x6B  # purpose tag of the GNMax noise (insecure_seeded_noise only)
 
 
 def one_hot_votes(probs: np.ndarray) -> np.ndarray:
-    """(M, C) one-hot argmax of ``probs`` (ties go to the lowest class)."""
+    """(M, C) one-hot argmax of ``probs`` (ties go to the lowest class).
+
+    Raises ``ValueError`` on NaN or Inf, as every codec does: a diverged model must fail,
+    not vote for whatever class its first NaN sits in.
+    """
+    if not np.all(np.isfinite(probs)):
+        raise ValueError("predictions to vote on must be finite (no NaN or Inf)")
     votes = np.zeros_like(probs, dtype=np.float32)
     votes[np.arange(len(probs)), np.argmax(probs, axis=1)] = 1.0
     return votes
