@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -98,3 +99,27 @@ def test_weight_average_is_the_size_weighted_mean_of_the_weights() -> None:
     torch.testing.assert_close(avg.weight, torch.full((1, 2), 2.0))
     torch.testing.assert_close(avg.bias, torch.full((1,), 1.0))
     assert a.weight[0, 0].item() == 1.0  # the inputs are left alone
+
+
+def test_a_student_distils_true_one_hot_targets_better_than_shuffled_ones(capsys) -> None:
+    import torch
+
+    from fedkd.clientdata import splits_for
+    from fedkd.config import from_dict
+
+    torch.set_num_threads(1)
+    cfg = from_dict(
+        {"data": {"validation_fraction": 0.15}, "distill": {"student": "mlp"}, "seed": 0}
+    )
+    s = splits_for(cfg.data, cfg.seed)
+    c = int(s.num_classes)
+    true = np.eye(c, dtype=np.float32)[s.y_proxy]
+    shuffled = true[np.random.default_rng(1).permutation(len(true))]
+    ensemble_rules.distill_targets(
+        cfg, s, {"true": true, "shuffled": shuffled}, [1.0], lr=0.1, epochs=3
+    )
+    lines = capsys.readouterr().out.splitlines()
+    found = [re.search(r"distilling the (\w+) on .* best validation ([\d.]+)", ln) for ln in lines]
+    acc = {m.group(1): float(m.group(2)) for m in found if m}
+    assert set(acc) == {"true", "shuffled"}
+    assert acc["true"] > 0.8 > acc["shuffled"]
