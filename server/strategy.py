@@ -151,6 +151,13 @@ class DistillStrategy(Strategy):
         cid, probs = decode_reply(arrays, metrics, self.codec, len(record.idx), num_classes)
         if cid not in self.nodes or self.nodes[cid] != reply.metadata.src_node_id:
             raise ReplyError(f"{proto.CLIENT_ID} {cid} does not belong to the node that replied")
+        # Each client counts once, and only when asked: the accountant assumes it (one vote or
+        # one clipped matrix per sampled client). Flower delivers one reply per message, so
+        # this only ever fires on a node that forges replies.
+        if cid not in record.sampled:
+            raise ReplyError(f"{proto.CLIENT_ID} {cid} was not asked this round")
+        if any(r.client_id == cid for r in record.replies):
+            raise ReplyError(f"a second reply from {proto.CLIENT_ID} {cid} this round")
         self.mechanism.on_reply(record.round, cid, metrics)
         return Reply(cid, probs, float(metrics[proto.NUM_EXAMPLES]), metrics)
 

@@ -294,3 +294,23 @@ def test_a_reply_array_that_is_not_numpy_is_dropped_not_raised(caplog):
     # Assert
     assert teacher is None and record.dropped == 1
     assert any("does not load" in r.getMessage() for r in caplog.records)
+
+
+def test_a_second_reply_or_one_from_a_client_not_asked_is_dropped():
+    # Prepare: clients 0 and 1 asked; client 0 replies twice, client 2 was not asked.
+    strategy = _strategy("fp32")
+    record = _open_round(strategy, 1, [0, 1])
+    rng = np.random.default_rng(0)
+
+    def reply(cid: int) -> Message:
+        arrays = get_codec("fp32").encode(_valid(rng))
+        return _reply(NODES[cid], arrays, {"client-id": cid, "num-examples": 10})
+
+    # Execute
+    strategy.aggregate_train(1, [reply(0), reply(0), reply(1), reply(2)])
+
+    # Assert: one reply each from clients 0 and 1, the rest dropped with their reasons.
+    assert [r.client_id for r in record.replies] == [0, 1]
+    assert record.dropped == 2
+    assert record.outcome[0] == "reply dropped: a second reply from client-id 0 this round"
+    assert record.outcome[2] == "reply dropped: client-id 2 was not asked this round"
