@@ -37,12 +37,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from distill_diagnostics import local_models  # noqa: E402
-from proxy_ceiling import best_validation  # noqa: E402
+from proxy_ceiling import best_validation, fresh_student  # noqa: E402
 
 from fedkd.aggregate import votes  # noqa: E402
 from fedkd.clientdata import partitions_for, splits_for  # noqa: E402
 from fedkd.config import load_config  # noqa: E402
-from fedkd.features import build_client_model, feature_args, split_features  # noqa: E402
 
 
 def feats_of(feature_map: torch.nn.Module, x: np.ndarray) -> torch.Tensor:
@@ -200,19 +199,9 @@ def main(argv: list[str] | None = None) -> None:
 
 def distill_targets(cfg, s, targets: dict[str, np.ndarray], temperatures, lr, epochs) -> None:
     """Print a fresh student's best validation accuracy distilling each proxy target."""
-    d = cfg.distill
     for t in temperatures:
         for rule, target in targets.items():
-            features, head = split_features(
-                build_client_model(
-                    d.student,
-                    tuple(s.input_shape),
-                    int(s.num_classes),
-                    seed=cfg.seed,
-                    x_public=s.x_proxy,
-                    **feature_args(d, "distill"),
-                )
-            )
+            features, head = fresh_student(cfg, s)
             x, xv = s.x_proxy, s.x_val
             if features is not None:
                 x, xv = features.transform_array(x), features.transform_array(xv)

@@ -72,6 +72,20 @@ def best_validation(
     return best, best_epoch
 
 
+def fresh_student(cfg, s) -> tuple[PublicFeatures | None, torch.nn.Module]:
+    """A new ``distill.student`` for the splits ``s``: its fixed features and trainable head."""
+    return split_features(
+        build_client_model(
+            cfg.distill.student,
+            tuple(s.input_shape),
+            int(s.num_classes),
+            seed=cfg.seed,
+            x_public=s.x_proxy,
+            **feature_args(cfg.distill, "distill"),
+        )
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Print the best validation accuracy of each training set and learning rate."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -88,20 +102,9 @@ def main(argv: list[str] | None = None) -> None:
     s = splits_for(cfg.data, cfg.seed)
     if s.x_val is None or len(s.x_val) == 0:
         raise SystemExit(f"{a.config}: needs data.validation_fraction > 0")
-    d = cfg.distill
 
     def fresh() -> tuple[PublicFeatures | None, torch.nn.Module]:
-        """A new student model, split into its fixed features and trainable head."""
-        return split_features(
-            build_client_model(
-                d.student,
-                tuple(s.input_shape),
-                int(s.num_classes),
-                seed=cfg.seed,
-                x_public=s.x_proxy,
-                **feature_args(d, "distill"),
-            )
-        )
+        return fresh_student(cfg, s)
 
     features, _ = fresh()
 
