@@ -199,15 +199,23 @@ def main(argv: list[str] | None = None) -> None:
 
 def distill_targets(cfg, s, targets: dict[str, np.ndarray], temperatures, lr, epochs) -> None:
     """Print a fresh student's best validation accuracy distilling each proxy target."""
+    features, initial = fresh_student(cfg, s)  # fixed features fitted once, inputs mapped once
+    x, xv = s.x_proxy, s.x_val
+    if features is not None:
+        x, xv = features.transform_array(x), features.transform_array(xv)
     for t in temperatures:
         for rule, target in targets.items():
-            features, head = fresh_student(cfg, s)
-            x, xv = s.x_proxy, s.x_val
-            if features is not None:
-                x, xv = features.transform_array(x), features.transform_array(xv)
             target = np.asarray(target / target.sum(1, keepdims=True), np.float32)
             acc, epoch = best_validation(
-                head, x, target, xv, s.y_val, lr=lr, epochs=epochs, seed=cfg.seed, temperature=t
+                copy.deepcopy(initial),
+                x,
+                target,
+                xv,
+                s.y_val,
+                lr=lr,
+                epochs=epochs,
+                seed=cfg.seed,
+                temperature=t,
             )
             print(
                 f"student distilling the {rule} on the whole proxy, T {t:g}, lr {lr:g}: "

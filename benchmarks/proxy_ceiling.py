@@ -102,11 +102,11 @@ def main(argv: list[str] | None = None) -> None:
     s = splits_for(cfg.data, cfg.seed)
     if s.x_val is None or len(s.x_val) == 0:
         raise SystemExit(f"{a.config}: needs data.validation_fraction > 0")
+    features, initial = fresh_student(cfg, s)  # the fixed features are fitted once
 
-    def fresh() -> tuple[PublicFeatures | None, torch.nn.Module]:
-        return fresh_student(cfg, s)
-
-    features, _ = fresh()
+    def fresh() -> torch.nn.Module:
+        """A new head, as initialised from the seed."""
+        return copy.deepcopy(initial)
 
     def inputs(x: np.ndarray) -> np.ndarray:
         return x if features is None else features.transform_array(x)
@@ -123,13 +123,13 @@ def main(argv: list[str] | None = None) -> None:
     for name, (x, y) in sets.items():
         xf = inputs(x)
         for lr in a.lrs:
-            _, head = fresh()
+            head = fresh()
             acc, epoch = best_validation(
                 head, xf, y, x_val, s.y_val, lr=lr, epochs=a.epochs, seed=cfg.seed
             )
             print(f"{name:38s}  lr {lr:<6g}  best validation {acc:.4f} (epoch {epoch})")
     if a.soft_teacher:
-        _, teacher = fresh()
+        teacher = fresh()
         acc, epoch = best_validation(
             teacher,
             inputs(s.x_private),
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"teacher on the proxy rows: accuracy {np.mean(probs.argmax(1) == s.y_proxy):.4f}")
         for t in a.temperatures:
             for lr in a.lrs:
-                _, head = fresh()
+                head = fresh()
                 acc, epoch = best_validation(
                     head,
                     xf,

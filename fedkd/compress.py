@@ -11,7 +11,7 @@ codec      arrays                                          bytes for (N, C)
 ``fp16``   ``probs`` float16 (N, C)                        2 N C
 ``int8``   ``q`` uint8 (N, C), ``scale`` float16 (N,)      N C + 2 N
 ``onebit`` ``bits`` uint8 (ceil(N C / 8),)                 ceil(N C / 8)
-``vote``   ``bits`` uint8 (ceil(N b / 8),), b below        ceil(N b / 8)
+``vote``   ``index`` uint8 (ceil(N b / 8),), b below       ceil(N b / 8)
 ``topk``   ``idx`` uint8/uint16 (N, k), ``val`` float16    N k (1 or 2) + 2 N k
 =========  ==============================================  ======================
 
