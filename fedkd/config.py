@@ -86,6 +86,9 @@ class DistillConfig:
     digest_target: str = "teacher"
     max_entropy: float = 1.0  # Selective-FD: drop teacher rows above this normalised entropy
     mixup: float = 0.0  # alpha > 0: mixup of proxy inputs and targets in server distillation
+    # beta in [0, 1): the student's target for a row is an EMA over rounds of the teachers
+    # released for it (temporal ensembling); 0: the latest teacher alone
+    teacher_ema: float = 0.0
     early_stop: int = 0  # k > 0: stop server distillation after k epochs without improvement
     holdout_fraction: float = 0.1  # proxy rows held out to measure that on (early_stop > 0)
     # Send the student's weights down; clients of its architecture start each round from
@@ -466,6 +469,7 @@ def _validate_distill(k: DistillConfig) -> None:
     _one_of("distill.digest_target", k.digest_target, _DIGEST_TARGETS, "digest target")
     _require(0 < k.max_entropy <= 1, f"distill.max_entropy must be in (0, 1], got {k.max_entropy}")
     _min("distill.mixup", k.mixup, 0)
+    _require(0 <= k.teacher_ema < 1, f"distill.teacher_ema must be in [0, 1), got {k.teacher_ema}")
     _min("distill.early_stop", k.early_stop, 0)
     _require(
         0 < k.holdout_fraction < 1,

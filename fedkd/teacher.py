@@ -75,18 +75,33 @@ def decode_reply(
 
 @dataclass
 class TeacherCache:
-    """Latest teacher label of every proxy row (rows never labelled stay masked out)."""
+    """The student's target for every proxy row (rows never labelled stay masked out).
+
+    With ``decay`` 0 a row's target is the latest teacher released for it. With ``decay``
+    β in (0, 1) it is an exponential moving average of the teachers released for it,
+    ``β · previous + (1 − β) · latest`` (temporal ensembling, Laine and Aila, ICLR 2017);
+    a row's first teacher is taken as it is. Either way the targets are post-processing of
+    released teachers. The arrays are the whole state: a checkpoint of them resumes the
+    average exactly.
+    """
 
     probs: np.ndarray  # (P, C) float32
     labelled: np.ndarray  # (P,) bool
+    decay: float = 0.0
 
     @classmethod
-    def empty(cls, num_proxy: int, num_classes: int) -> TeacherCache:
+    def empty(cls, num_proxy: int, num_classes: int, decay: float = 0.0) -> TeacherCache:
         """No row labelled yet."""
-        return cls(np.zeros((num_proxy, num_classes), np.float32), np.zeros(num_proxy, bool))
+        return cls(np.zeros((num_proxy, num_classes), np.float32), np.zeros(num_proxy, bool), decay)
 
     def update(self, idx: np.ndarray, probs: np.ndarray) -> None:
-        """Overwrite rows ``idx`` with this round's teacher labels."""
+        """Fold this round's teacher labels for rows ``idx`` into their targets."""
+        probs = np.asarray(probs, np.float32)
+        if self.decay > 0:
+            seen = self.labelled[idx]
+            probs = np.where(
+                seen[:, None], self.decay * self.probs[idx] + (1 - self.decay) * probs, probs
+            )
         self.probs[idx] = probs
         self.labelled[idx] = True
 

@@ -63,7 +63,7 @@ def _build(cfg: Config, run: RunDir, state_dir: str | None) -> tuple[DistillStra
     splits = splits_for(cfg.data, cfg.seed)
     num_classes = int(splits.num_classes)
     student = Student(cfg, tuple(splits.input_shape), num_classes, x_public=splits.x_proxy)
-    cache = TeacherCache.empty(len(splits.x_proxy), num_classes)
+    cache = TeacherCache.empty(len(splits.x_proxy), num_classes, cfg.distill.teacher_ema)
     mechanism = CentralMechanism(
         cfg, num_examples=len(splits.y_private), num_proxy=len(splits.x_proxy)
     )

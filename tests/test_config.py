@@ -52,6 +52,8 @@ def test_wrong_type_is_named():
         ("distill.max_entropy=0", "distill.max_entropy"),
         ("distill.max_entropy=1.5", "distill.max_entropy"),
         ("distill.mixup=-0.1", "distill.mixup"),
+        ("distill.teacher_ema=1", "distill.teacher_ema"),
+        ("distill.teacher_ema=-0.1", "distill.teacher_ema"),
         ("distill.early_stop=-1", "distill.early_stop"),
         ("distill.holdout_fraction=0", "distill.holdout_fraction"),
         ("distill.holdout_fraction=1", "distill.holdout_fraction"),

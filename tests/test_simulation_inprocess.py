@@ -60,7 +60,15 @@ def test_same_seed_same_metrics_and_other_seed_differs(tmp_path):
     assert [r["student_loss"] for r in ra] != [r["student_loss"] for r in rc]
 
 
-@pytest.mark.parametrize("extra", [[], ["distill.digest_target=student"]])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],
+        ["distill.digest_target=student"],
+        # Every row relabelled every round: round 3's targets average those of rounds 1-2.
+        ["distill.teacher_ema=0.5", "distill.proxy_per_round=1.0"],
+    ],
+)
 def test_resume_equals_uninterrupted(tmp_path, extra):
     keys = ("student_accuracy", "student_loss", "teacher_accuracy", "bytes_up", "bytes_down")
     _, full = _run(tmp_path, "full", ["rounds=3", *extra])
@@ -192,3 +200,15 @@ def test_vote_codec_trains_exactly_as_onebit_on_fewer_bytes(tmp_path):
     # 60 rows of 10 classes per client: 75 bytes of one-hot bits against 30 of indices,
     # under a key one character longer ("index" against "bits").
     assert [r["bytes_up"] for r in rv] == [r["bytes_up"] - 3 * 45 + 3 * 1 for r in ro]
+
+
+def test_teacher_ema_changes_the_students_targets_from_round_two(tmp_path):
+    opts = ["distill.proxy_per_round=1.0", "clients.local_epochs=1"]
+    _, base = _run(tmp_path, "b", opts)
+    _, ema = _run(tmp_path, "e", [*opts, "distill.teacher_ema=0.5"])
+    rb, re = (json.loads((p / "metrics.json").read_text())["rounds"] for p in (base, ema))
+    # Round 1 has nothing to average with; from round 2 the student trains on other targets.
+    assert rb[0]["student_loss"] == re[0]["student_loss"]
+    assert rb[1]["student_loss"] != re[1]["student_loss"]
+    # What the clients release and are sent is unchanged by it: the same bytes both ways.
+    assert [r["bytes_up"] for r in rb] == [r["bytes_up"] for r in re]
