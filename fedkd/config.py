@@ -89,6 +89,8 @@ class DistillConfig:
     # beta in [0, 1): the student's target for a row is an EMA over rounds of the teachers
     # released for it (temporal ensembling); 0: the latest teacher alone
     teacher_ema: float = 0.0
+    # "cosine": each round's server distillation anneals distill.lr to 0 over its steps
+    lr_schedule: str = "constant"
     early_stop: int = 0  # k > 0: stop server distillation after k epochs without improvement
     holdout_fraction: float = 0.1  # proxy rows held out to measure that on (early_stop > 0)
     # Send the student's weights down; clients of its architecture start each round from
@@ -289,6 +291,7 @@ _RELATIONS = ("replace_one", "add_remove")
 
 _SAMPLING = ("all", "poisson", "fixed")
 _DIGEST_TARGETS = ("teacher", "student")
+_LR_SCHEDULES = ("constant", "cosine")
 #: Smallest DP-SGD clip norm accepted (see _validate_privacy).
 MIN_CLIP_NORM = 1e-12
 _BACKENDS = ("ray", "inprocess")
@@ -471,6 +474,12 @@ def _validate_distill(k: DistillConfig) -> None:
     _min("distill.mixup", k.mixup, 0)
     _require(0 <= k.teacher_ema < 1, f"distill.teacher_ema must be in [0, 1), got {k.teacher_ema}")
     _min("distill.early_stop", k.early_stop, 0)
+    _one_of("distill.lr_schedule", k.lr_schedule, _LR_SCHEDULES, "learning-rate schedule")
+    _require(
+        k.lr_schedule == "constant" or k.early_stop == 0,
+        "distill.lr_schedule=cosine needs distill.early_stop=0 (the schedule spans "
+        "distill.epochs, which early stopping cuts short)",
+    )
     _require(
         0 < k.holdout_fraction < 1,
         f"distill.holdout_fraction must be in (0, 1), got {k.holdout_fraction}",

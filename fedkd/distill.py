@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
@@ -150,6 +152,15 @@ def _mixup_draw(generator: torch.Generator, alpha: float) -> np.random.Generator
     return np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
 
 
+def cosine_factor(step: int, total: int) -> float:
+    """The learning-rate factor of step ``step`` of ``total`` on a cosine from 1 to 0.
+
+    ``(1 + cos(pi * step / total)) / 2`` (Loshchilov and Hutter, SGDR, ICLR 2017, one cycle
+    without restarts): 1 at the first step, falling to near 0 at the last.
+    """
+    return 0.5 * (1.0 + math.cos(math.pi * step / total))
+
+
 def train_distill(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -162,21 +173,30 @@ def train_distill(
     generator: torch.Generator,
     augment: bool = False,
     mixup: float = 0.0,
+    cosine: bool = False,
 ) -> float:
     """Distil ``teacher_probs`` (N, C) into ``model`` on inputs ``x``; returns the mean loss.
 
     With ``augment``, image inputs are randomly shifted by one pixel (:func:`random_shift`).
     With ``mixup`` = alpha > 0, each batch is mixed with a permutation of itself
     (:func:`mix`), the weight drawn from Beta(alpha, alpha); 0 leaves the loop (and its
-    random draws) exactly as without it.
+    random draws) exactly as without it. With ``cosine``, the optimizer's learning rates
+    fall over the call's steps by :func:`cosine_factor` and are restored on return, so each
+    call (each round) starts again from the configured rate.
     """
     xt = torch.from_numpy(x)
     pt = torch.from_numpy(np.asarray(teacher_probs, dtype=np.float32))
     rng = _mixup_draw(generator, mixup)
+    base = [group["lr"] for group in optimizer.param_groups]
+    steps = epochs * math.ceil(len(xt) / batch_size)
     model.train()
-    total, count = 0.0, 0
+    total, count, step = 0.0, 0, 0
     for _ in range(epochs):
         for idx in _batches(len(xt), batch_size, generator):
+            if cosine:
+                for group, lr in zip(optimizer.param_groups, base, strict=True):
+                    group["lr"] = lr * cosine_factor(step, steps)
+            step += 1
             inputs = random_shift(xt[idx], generator) if augment else xt[idx]
             targets = pt[idx]
             if rng is not None:
@@ -187,6 +207,8 @@ def train_distill(
             loss.backward()
             optimizer.step()
             total, count = total + loss.item() * len(idx), count + len(idx)
+    for group, lr in zip(optimizer.param_groups, base, strict=True):
+        group["lr"] = lr
     return total / count if count else 0.0
 
 

@@ -100,6 +100,7 @@ class Student:
         if d.mixup > 0:
             loop["mixup"] = d.mixup
         if d.early_stop <= 0:
+            loop["cosine"] = d.lr_schedule == "cosine"
             return train_distill(
                 self.head, self.optimizer, x, targets, epochs=d.epochs, generator=gen, **loop
             )

@@ -53,6 +53,7 @@ def test_wrong_type_is_named():
         ("distill.max_entropy=1.5", "distill.max_entropy"),
         ("distill.mixup=-0.1", "distill.mixup"),
         ("distill.teacher_ema=1", "distill.teacher_ema"),
+        ("distill.lr_schedule=step", "distill.lr_schedule"),
         ("distill.teacher_ema=-0.1", "distill.teacher_ema"),
         ("distill.early_stop=-1", "distill.early_stop"),
         ("distill.holdout_fraction=0", "distill.holdout_fraction"),
@@ -193,3 +194,9 @@ def test_joint_distillation_is_refused_beside_dp_sgd_naming_both_keys():
         from_dict({}, [*sets, "clients.joint_distill=1.0"])
     assert from_dict({}, [*sets, "clients.joint_distill=0"]).clients.joint_distill == 0.0
     assert from_dict({}, ["clients.joint_distill=1.0"]).clients.joint_distill == 1.0
+
+
+def test_a_cosine_schedule_is_refused_beside_early_stopping_naming_both_keys():
+    with pytest.raises(ConfigError, match=r"distill\.lr_schedule=cosine .*distill\.early_stop"):
+        from_dict({}, ["distill.lr_schedule=cosine", "distill.early_stop=2"])
+    assert from_dict({}, ["distill.lr_schedule=cosine"]).distill.lr_schedule == "cosine"

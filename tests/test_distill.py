@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from fedkd.distill import (
+    cosine_factor,
     kd_loss,
     make_optimizer,
     mix,
@@ -98,6 +99,43 @@ def test_mixup_changes_the_distillation_and_zero_leaves_it_unchanged():
     assert torch.equal(run(), run(mixup=0.0))
     assert not torch.allclose(run(), run(mixup=0.4))
     assert torch.equal(run(mixup=0.4), run(mixup=0.4))  # seeded from the loop's generator
+
+
+def test_cosine_factor_falls_from_one_through_a_half_towards_zero():
+    assert cosine_factor(0, 10) == 1.0
+    assert cosine_factor(5, 10) == pytest.approx(0.5)
+    assert 0 < cosine_factor(9, 10) < 0.03
+    factors = [cosine_factor(t, 10) for t in range(10)]
+    assert factors == sorted(factors, reverse=True)
+
+
+def test_cosine_schedule_anneals_each_call_and_restores_the_rate():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 6)).astype(np.float32)
+    p = rng.dirichlet(np.ones(3), size=40).astype(np.float32)
+    seen = []
+
+    class Recording(torch.optim.SGD):
+        def step(self, closure=None):
+            seen.append(self.param_groups[0]["lr"])
+            return super().step(closure)
+
+    def run(cosine):
+        model = torch.nn.Linear(6, 3)
+        opt = Recording(model.parameters(), lr=0.1, momentum=0.9)
+        g = torch.Generator().manual_seed(5)
+        train_distill(
+            model, opt, x, p, epochs=2, batch_size=8, temperature=1.0, generator=g, cosine=cosine
+        )
+        assert opt.param_groups[0]["lr"] == 0.1  # the next round starts at the full rate
+        return model.weight.detach().clone()
+
+    constant = run(False)
+    assert seen == [0.1] * 10  # 2 epochs of 5 batches
+    seen.clear()
+    annealed = run(True)
+    assert seen == pytest.approx([0.1 * cosine_factor(t, 10) for t in range(10)])
+    assert not torch.allclose(constant, annealed)
 
 
 def _joint_fixture():

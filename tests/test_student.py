@@ -87,3 +87,26 @@ def test_student_on_public_features_distils_and_evaluates_in_feature_space(monke
 def test_augment_with_student_features_is_refused():
     with pytest.raises(ConfigError, match="distill.augment shifts images"):
         from_dict({"distill": {"augment": True, "feature_map": "scattering"}})
+
+
+def test_a_cosine_schedule_reaches_the_students_loop_and_changes_it(monkeypatch):
+    _, x, cache, _ = _setup([])
+    seen = []
+    real = student_mod.train_distill
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["cosine"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(student_mod, "train_distill", spy)
+    weights = []
+    for schedule in ("constant", "cosine"):
+        cfg_s = from_dict(
+            {"distill": {"student": "linear", "epochs": 3}}, [f"distill.lr_schedule={schedule}"]
+        )
+        s = student_mod.Student(cfg_s, (4, 4), 3)
+        s.distill(x, cache, server_round=1)
+        weights.append(torch.cat([p.detach().flatten() for p in s.model.parameters()]))
+        assert s.optimizer.param_groups[0]["lr"] == cfg_s.distill.lr
+    assert seen == [False, True]
+    assert not torch.allclose(weights[0], weights[1])
